@@ -1,0 +1,94 @@
+//! Errors of the capture, split by what the caller should do: [`CaptureError::is_transient`] errors are retried
+//! with backoff (resuming from the checkpoint is always safe), all others stop the source with a message that names
+//! the remedy. One classifier per client library: [`classify_mysql`] and [`classify_kafka`].
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+use crate::checkpoint::CheckpointError;
+use crate::decode::DecodeError;
+
+/// An error of one source's pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// A server setting the capture depends on has the wrong value.
+    #[error("source {source_name}: {setting} is {found:?}, the capture needs {required}; {remedy}")]
+    ServerSetting { source_name: String, setting: String, found: String, required: String, remedy: String },
+    /// The capture account lacks privileges.
+    #[error("source {source_name}: the capture account lacks {missing}; run: GRANT {missing} ON *.* TO <capture user>")]
+    Privileges { source_name: String, missing: String },
+    /// The binlog no longer holds the checkpoint's position.
+    #[error(
+        "source {source_name}: binlog file {needed} needed by the checkpoint is no longer on the server (oldest: \
+         {oldest}); changes since the checkpoint are lost to the binlog. Re-snapshot: stop the capture, move \
+         {checkpoint} away and start it again"
+    )]
+    BinlogPurged { source_name: String, needed: String, oldest: String, checkpoint: String },
+    /// The checkpoint belongs to another server.
+    #[error(
+        "source {source_name}: the checkpoint was taken on server_id {expected} but the server is {found}; point the \
+         source at the right server, or move {checkpoint} away to re-snapshot"
+    )]
+    WrongServer { source_name: String, expected: u32, found: u32, checkpoint: String },
+    /// A binlog event cannot be decoded.
+    #[error("source {source_name}: cannot decode the event at {position}: {error}")]
+    Decode { source_name: String, position: String, error: DecodeError },
+    /// The checkpoint cannot be read or written.
+    #[error("source {source_name}: {error}")]
+    Checkpoint { source_name: String, error: CheckpointError },
+    /// A MySQL error; transient when the connection was lost or the server is restarting.
+    #[error("source {source_name}: mysql: {error}")]
+    MySql { source_name: String, error: mysql_async::Error, transient: bool },
+    /// A broker error; transient when the broker may come back.
+    #[error("kafka: {error}")]
+    Kafka { error: KafkaError, transient: bool },
+    /// Something else that cannot be retried, with its explanation.
+    #[error("source {source_name}: {message}")]
+    Definite { source_name: String, message: String },
+}
+
+impl CaptureError {
+    /// Whether retrying (resuming from the checkpoint) may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CaptureError::MySql { transient, .. } | CaptureError::Kafka { transient, .. } => *transient,
+            _ => false,
+        }
+    }
+}
+
+/// Classifies a MySQL error of `source_name`.
+pub fn classify_mysql(source_name: &str, error: mysql_async::Error) -> CaptureError {
+    let transient = match &error {
+        mysql_async::Error::Io(_) => true,
+        mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed) => true,
+        mysql_async::Error::Driver(mysql_async::DriverError::PoolDisconnected) => true,
+        mysql_async::Error::Driver(_) => false,
+        mysql_async::Error::Server(e) => matches!(
+            e.code,
+            // too many connections, server shutdown, lost connection, lock wait, deadlock, read-only
+            1040 | 1053 | 2013 | 1205 | 1213 | 1927 | 1290
+        ),
+        mysql_async::Error::Url(_) | mysql_async::Error::Other(_) => false,
+    };
+    CaptureError::MySql { source_name: source_name.to_owned(), error, transient }
+}
+
+/// Classifies a broker error: unreachable brokers and timeouts are transient; bad configuration, authorization
+/// and oversized messages are not.
+pub fn classify_kafka(error: KafkaError) -> CaptureError {
+    let code = error.rdkafka_error_code();
+    let transient = match code {
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidConfig
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+            | RDKafkaErrorCode::InvalidTopic
+            | RDKafkaErrorCode::UnknownTopicOrPartition
+            | RDKafkaErrorCode::Fatal,
+        ) => false,
+        Some(_) => true,
+        None => !matches!(error, KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_)),
+    };
+    CaptureError::Kafka { error, transient }
+}

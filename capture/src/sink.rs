@@ -1,0 +1,262 @@
+//! The Kafka side: [`KafkaChangeSink`] produces batches of records and reports, in batch order, the checkpoints
+//! whose every record the broker acknowledged.
+//!
+//! Guarantees: `acks=all` and the idempotent producer (no duplicates or reordering from producer retries within a
+//! session), the key's partition by murmur2 as Java clients and Debezium do. A batch's checkpoint is released only
+//! when that batch and all batches before it are acknowledged (the lowest contiguous finished batch), whatever order
+//! the partitions acknowledge in. Any delivery failure stops the pipeline, which then resumes from its last saved
+//! checkpoint, so nothing is lost; records acknowledged after that checkpoint are sent again with identical source
+//! coordinates.
+//!
+//! Memory is bounded by librdkafka's queue (`queue.buffering.max.messages`/`.kbytes`): when it is full, `send`
+//! waits for acknowledgements instead of buffering more.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use tokio::sync::Notify;
+
+use crate::checkpoint::Checkpoint;
+use crate::config::Settings;
+use crate::error::{classify_kafka, CaptureError};
+use crate::metrics::SourceMetrics;
+use crate::transform::{Record, Route};
+
+/// The unit passed from a reader to the sink.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Records, in order.
+    pub records: Vec<Record>,
+    /// Saved once this batch and all before it are acknowledged.
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// Acknowledgement bookkeeping shared with librdkafka's delivery callback.
+#[derive(Default)]
+struct Acks {
+    /// Unacknowledged records per batch sequence number, and the first failure.
+    state: Mutex<AckState>,
+    /// Woken on every acknowledgement.
+    notify: Notify,
+}
+
+#[derive(Default)]
+struct AckState {
+    remaining: HashMap<u64, usize>,
+    failure: Option<KafkaError>,
+}
+
+/// The producer context: counts acknowledgements per batch.
+struct AckContext {
+    acks: Arc<Acks>,
+}
+
+impl ClientContext for AckContext {}
+
+impl ProducerContext for AckContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, batch: usize) {
+        let mut state = self.acks.state.lock().expect("ack state lock");
+        match result {
+            Ok(_) => {
+                if let Some(n) = state.remaining.get_mut(&(batch as u64)) {
+                    *n -= 1;
+                }
+            }
+            Err((error, _)) => {
+                state.failure.get_or_insert_with(|| error.clone());
+            }
+        }
+        drop(state);
+        self.acks.notify.notify_one();
+    }
+}
+
+/// Produces records to Kafka and tracks which checkpoints are acknowledged.
+pub struct KafkaChangeSink {
+    /// The producer; its own thread polls for delivery reports.
+    producer: ThreadedProducer<AckContext>,
+    /// Creates topics on first use (the broker may not create them itself).
+    admin: AdminClient<DefaultClientContext>,
+    /// Shared with the delivery callback.
+    acks: Arc<Acks>,
+    /// Known topics and their partition counts.
+    topics: HashMap<Arc<str>, i32>,
+    /// Partitions and replication factor of topics this sink creates.
+    new_topic_partitions: i32,
+    new_topic_replication: i32,
+    /// Batches sent and not yet released, oldest first, with their checkpoints.
+    pending: VecDeque<(u64, Option<Checkpoint>)>,
+    /// Sequence number of the next batch.
+    next_batch: u64,
+    /// Metrics of the source this sink serves.
+    metrics: Arc<SourceMetrics>,
+}
+
+impl KafkaChangeSink {
+    /// A sink for one source.
+    pub fn new(settings: &Settings, metrics: Arc<SourceMetrics>) -> Result<KafkaChangeSink, CaptureError> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &settings.kafka.brokers)
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", "5")
+            .set("batch.num.messages", "10000")
+            .set("queue.buffering.max.messages", "50000")
+            .set("queue.buffering.max.kbytes", "16384")
+            .set("compression.type", "lz4");
+        for (k, v) in &settings.kafka.properties {
+            config.set(k, v);
+        }
+        config
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("message.timeout.ms", settings.kafka.delivery_timeout.as_millis().to_string());
+        let acks = Arc::new(Acks::default());
+        let producer = config.create_with_context(AckContext { acks: acks.clone() }).map_err(classify_kafka)?;
+        let admin = ClientConfig::new()
+            .set("bootstrap.servers", &settings.kafka.brokers)
+            .create()
+            .map_err(classify_kafka)?;
+        Ok(KafkaChangeSink {
+            producer,
+            admin,
+            acks,
+            topics: HashMap::new(),
+            new_topic_partitions: settings.kafka.partitions,
+            new_topic_replication: settings.kafka.replication_factor,
+            pending: VecDeque::new(),
+            next_batch: 0,
+            metrics,
+        })
+    }
+
+    /// Creates `topic` if needed and returns its partition count.
+    async fn ensure_topic(&mut self, topic: &Arc<str>) -> Result<i32, CaptureError> {
+        if let Some(&n) = self.topics.get(topic) {
+            return Ok(n);
+        }
+        let new = NewTopic::new(topic, self.new_topic_partitions, TopicReplication::Fixed(self.new_topic_replication));
+        let results = self.admin.create_topics([&new], &AdminOptions::new()).await.map_err(classify_kafka)?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => return Err(classify_kafka(KafkaError::AdminOp(code))),
+            }
+        }
+        let client = self.producer.client();
+        let metadata = tokio::task::block_in_place(|| client.fetch_metadata(Some(topic), Duration::from_secs(10)))
+            .map_err(classify_kafka)?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == &**topic)
+            .map(|t| t.partitions().len() as i32)
+            .filter(|&n| n > 0)
+            .unwrap_or(self.new_topic_partitions);
+        self.topics.insert(topic.clone(), partitions);
+        Ok(partitions)
+    }
+
+    /// Produces a batch's records; waits while librdkafka's queue is full.
+    pub async fn send(&mut self, batch: Batch) -> Result<(), CaptureError> {
+        let id = self.next_batch;
+        self.next_batch += 1;
+        let mut count = 0;
+        for record in &batch.records {
+            count += match record.route {
+                Route::ByKey => 1,
+                Route::AllPartitions => self.ensure_topic(&record.topic).await? as usize,
+            };
+        }
+        self.acks.state.lock().expect("ack state lock").remaining.insert(id, count);
+        self.pending.push_back((id, batch.checkpoint));
+        for record in &batch.records {
+            let partitions = match record.route {
+                Route::ByKey => {
+                    self.ensure_topic(&record.topic).await?;
+                    vec![None]
+                }
+                Route::AllPartitions => (0..self.ensure_topic(&record.topic).await?).map(Some).collect(),
+            };
+            for partition in partitions {
+                self.produce(id, record, partition).await?;
+            }
+            if let Some((table, op)) = &record.op {
+                self.metrics.count_event(table, *op);
+            }
+        }
+        Ok(())
+    }
+
+    async fn produce(&self, id: u64, record: &Record, partition: Option<i32>) -> Result<(), CaptureError> {
+        loop {
+            let mut base = BaseRecord::<[u8], [u8], usize>::with_opaque_to(&record.topic, id as usize);
+            if let Some(key) = &record.key {
+                base = base.key(key.as_slice());
+            }
+            if let Some(value) = &record.value {
+                base = base.payload(value.as_slice());
+            }
+            if let Some(p) = partition {
+                base = base.partition(p);
+            }
+            match self.producer.send(base) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    self.check_failure()?;
+                    // Wait for an acknowledgement to free space, with a bound in case it raced with this call.
+                    let _ = tokio::time::timeout(Duration::from_millis(10), self.acks.notify.notified()).await;
+                }
+                Err((error, _)) => return Err(classify_kafka(error)),
+            }
+        }
+    }
+
+    fn check_failure(&self) -> Result<(), CaptureError> {
+        match self.acks.state.lock().expect("ack state lock").failure.clone() {
+            Some(error) => Err(classify_kafka(error)),
+            None => Ok(()),
+        }
+    }
+
+    /// Releases acknowledged batches in order; returns the newest checkpoint among them, if any.
+    pub fn take_acknowledged(&mut self) -> Result<Option<Checkpoint>, CaptureError> {
+        self.check_failure()?;
+        let mut state = self.acks.state.lock().expect("ack state lock");
+        let mut newest = None;
+        while let Some((id, _)) = self.pending.front() {
+            if state.remaining.get(id).copied().unwrap_or(0) > 0 {
+                break;
+            }
+            state.remaining.remove(id);
+            let (_, checkpoint) = self.pending.pop_front().expect("front exists");
+            if checkpoint.is_some() {
+                newest = checkpoint;
+            }
+        }
+        Ok(newest)
+    }
+
+    /// Waits until some record is acknowledged (or failed).
+    pub async fn acknowledgement(&self) {
+        self.acks.notify.notified().await
+    }
+
+    /// Batches sent and not yet released.
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Waits up to `timeout` for every sent record's acknowledgement.
+    pub fn flush(&self, timeout: Duration) -> Result<(), CaptureError> {
+        tokio::task::block_in_place(|| self.producer.flush(timeout)).map_err(classify_kafka)
+    }
+}

@@ -1,0 +1,163 @@
+//! The binlog reader: one replication connection per source, from a checkpoint's position to the end of time.
+//!
+//! Events are turned into records by the [`Transformer`] and sent to the sink in batches: one batch per
+//! transaction, or several for a transaction larger than `batch_size`, so a million-row transaction passes in
+//! bounded memory (the queue to the sink is bounded and `send` waits when it is full).
+//!
+//! When the server has nothing to send it sends a heartbeat every `heartbeat_interval`; the reader then publishes
+//! its position to `<prefix>.heartbeats` and checkpoints it, so positions advance and lag stays measurable on an
+//! idle source.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use mysql_async::binlog::EventType;
+use mysql_async::prelude::*;
+use mysql_async::{BinlogStreamRequest, Conn, Pool};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::Checkpoint;
+use crate::checks::Flavor;
+use crate::config::{Settings, SourceSettings};
+use crate::error::{classify_mysql, CaptureError};
+use crate::metrics::SourceMetrics;
+use crate::schema;
+use crate::sink::Batch;
+use crate::transform::{now_ms, Record, Route, TransformError, Transformer};
+
+/// The heartbeat topic of a prefix.
+pub fn heartbeat_topic(prefix: &str) -> String {
+    format!("{prefix}.heartbeats")
+}
+
+/// The value of a heartbeat record.
+#[derive(Debug, Serialize)]
+struct Heartbeat<'a> {
+    source: &'a str,
+    server_id: u32,
+    file: &'a str,
+    pos: u64,
+    gtid_set: String,
+    /// Commit time of the newest transaction before this position.
+    last_commit_ts_ms: i64,
+    /// When the server confirmed there was nothing newer.
+    ts_ms: i64,
+}
+
+/// Streams from `start` until cancelled or an error.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    settings: &Settings,
+    source: &SourceSettings,
+    flavor: Flavor,
+    pool: &Pool,
+    start: Checkpoint,
+    tx: &mpsc::Sender<Batch>,
+    metrics: &Arc<SourceMetrics>,
+    shutdown: &CancellationToken,
+) -> Result<(), CaptureError> {
+    let name = source.name.as_str();
+    let my = |e| classify_mysql(name, e);
+    let mut conn = Conn::new(source.opts.clone()).await.map_err(my)?;
+    let period_ns = source.heartbeat_interval.as_nanos().to_string();
+    conn.query_drop(format!("SET @master_heartbeat_period = {period_ns}")).await.map_err(my)?;
+    if flavor == Flavor::MariaDb {
+        // Without this MariaDB replaces its GTID events by dummy events.
+        conn.query_drop("SET @mariadb_slave_capability = 4").await.map_err(my)?;
+    }
+    let request = BinlogStreamRequest::new(source.server_id)
+        .with_filename(start.position.file.as_bytes())
+        .with_pos(start.position.pos);
+    let mut stream = conn.get_binlog_stream(request).await.map_err(my)?;
+    tracing::info!(source = %name, position = %start.position, gtid = %start.gtid_set, "streaming");
+
+    let mut transformer = Transformer::new(
+        name,
+        &settings.topic_prefix,
+        source.filter.clone(),
+        settings.tombstones,
+        &start.position,
+        start.gtid_set.clone(),
+    );
+    let heartbeat_topic: Arc<str> = heartbeat_topic(&settings.topic_prefix).into();
+    let mut schema_conn: Option<Conn> = None;
+    let mut records: Vec<Record> = Vec::with_capacity(settings.batch_size);
+    loop {
+        let event = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return Ok(()),
+            event = stream.next() => event,
+        };
+        let Some(event) = event else {
+            return Err(CaptureError::MySql {
+                source_name: name.to_owned(),
+                error: mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed),
+                transient: true,
+            });
+        };
+        let event = event.map_err(my)?;
+        if let Some(table) = transformer.missing_schema(&event) {
+            if schema_conn.is_none() {
+                schema_conn = Some(pool.get_conn().await.map_err(my)?);
+            }
+            let conn = schema_conn.as_mut().expect("set above");
+            let columns = schema::columns(conn, flavor, &table).await.map_err(my)?;
+            transformer.set_schema(table, columns);
+        }
+        let checkpoint = transformer.handle(&event, &mut records).map_err(|e| transform_error(name, e))?;
+        let is_heartbeat = event.header().event_type_raw() == EventType::HEARTBEAT_EVENT as u8;
+        if let Some(checkpoint) = checkpoint {
+            {
+                let mut pos = metrics.position.lock().expect("position lock");
+                pos.0.clone_from(&checkpoint.position.file);
+                pos.1 = checkpoint.position.pos;
+            }
+            if is_heartbeat {
+                metrics.caught_up();
+                let beat = Heartbeat {
+                    source: name,
+                    server_id: checkpoint.server_id,
+                    file: &checkpoint.position.file,
+                    pos: checkpoint.position.pos,
+                    gtid_set: checkpoint.gtid_set.to_string(),
+                    last_commit_ts_ms: transformer.last_commit_ts_ms(),
+                    ts_ms: now_ms(),
+                };
+                records.push(Record {
+                    topic: heartbeat_topic.clone(),
+                    route: Route::ByKey,
+                    key: Some(serde_json::to_vec(&serde_json::json!({ "source": name })).expect("json")),
+                    value: Some(serde_json::to_vec(&beat).expect("json")),
+                    op: None,
+                });
+            } else {
+                metrics.committed(transformer.last_commit_ts_ms());
+            }
+            send(tx, metrics, std::mem::take(&mut records), Some(checkpoint)).await?;
+            records.reserve(settings.batch_size);
+        } else if records.len() >= settings.batch_size {
+            send(tx, metrics, std::mem::take(&mut records), None).await?;
+            records.reserve(settings.batch_size);
+        }
+    }
+}
+
+async fn send(
+    tx: &mpsc::Sender<Batch>,
+    metrics: &SourceMetrics,
+    records: Vec<Record>,
+    checkpoint: Option<Checkpoint>,
+) -> Result<(), CaptureError> {
+    metrics.queue_depth.store((tx.max_capacity() - tx.capacity()) as i64, Ordering::Relaxed);
+    tx.send(Batch { records, checkpoint }).await.map_err(|_| CaptureError::Definite {
+        source_name: metrics.name.clone(),
+        message: "the producer stopped".into(),
+    })
+}
+
+fn transform_error(source: &str, e: TransformError) -> CaptureError {
+    CaptureError::Definite { source_name: source.to_owned(), message: e.to_string() }
+}

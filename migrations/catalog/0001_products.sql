@@ -1,0 +1,12 @@
+-- catalog service: products with their stock.
+CREATE TABLE IF NOT EXISTS products (
+  id         BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  sku        VARCHAR(64) NOT NULL,
+  name       VARCHAR(255) NOT NULL,
+  category   VARCHAR(64) NOT NULL,
+  price      DECIMAL(12,2) NOT NULL,
+  stock      INT UNSIGNED NOT NULL,
+  created_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+  updated_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
+  UNIQUE KEY products_sku (sku)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;

@@ -1,0 +1,1 @@
+//! The users, catalog and orders REST services (each on its own database). Not built yet: see the README.
