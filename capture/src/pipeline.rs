@@ -96,7 +96,7 @@ async fn run_once(
             w
         }
     };
-    pool.disconnect().await.ok();
+    pool.clone().disconnect().await.ok();
     result
 }
 

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::checkpoint::Checkpoint;
 use crate::checks::Flavor;
 use crate::config::{Settings, SourceSettings};
+use crate::decode::ServerFlavor;
 use crate::error::{classify_mysql, CaptureError};
 use crate::metrics::SourceMetrics;
 use crate::schema;
@@ -81,6 +82,10 @@ pub async fn run(
         settings.tombstones,
         &start.position,
         start.gtid_set.clone(),
+        match flavor {
+            Flavor::MariaDb => ServerFlavor::MariaDb,
+            Flavor::MySql => ServerFlavor::MySql,
+        },
     );
     let heartbeat_topic: Arc<str> = heartbeat_topic(&settings.topic_prefix).into();
     let mut schema_conn: Option<Conn> = None;

@@ -23,7 +23,7 @@ use mysql_async::binlog::EventType;
 use crate::checkpoint::Checkpoint;
 use crate::config::TableFilter;
 use crate::ddl::{classify, Statement};
-use crate::decode::{decode_rows, DecodeError, RowImage, SchemaColumn, TableLayout};
+use crate::decode::{decode_rows, DecodeError, RowImage, SchemaColumn, ServerFlavor, TableLayout};
 use crate::position::{format_uuid, BinlogPosition, Gtid, GtidSet};
 
 /// MariaDB's GTID event, which mysql_common leaves unparsed.
@@ -127,6 +127,8 @@ pub struct Transformer {
     images: Vec<RowImage>,
     /// Commit time of the last transaction.
     last_commit_ts_ms: i64,
+    /// Which server family wrote the binlog (its table maps list column facts differently).
+    flavor: ServerFlavor,
 }
 
 impl Transformer {
@@ -138,6 +140,7 @@ impl Transformer {
         tombstones: bool,
         start: &BinlogPosition,
         gtid_set: GtidSet,
+        flavor: ServerFlavor,
     ) -> Transformer {
         Transformer {
             source_name: source_name.to_owned(),
@@ -152,6 +155,7 @@ impl Transformer {
             server_id: 0,
             images: Vec::new(),
             last_commit_ts_ms: 0,
+            flavor,
         }
     }
 
@@ -332,7 +336,7 @@ impl Transformer {
         let id = TableId::new(tme.database_name(), tme.table_name());
         let captured = self.filter.matches(&id.database, &id.table);
         let schema = self.schemas.get(&id).cloned();
-        let layout = TableLayout::new(tme, schema.as_deref())?;
+        let layout = TableLayout::with_flavor(tme, schema.as_deref(), self.flavor)?;
         let label: Arc<str> = id.to_string().into();
         let topic: Arc<str> = topic_name(&self.prefix, &id).into();
         self.tables.insert(tme.table_id(), MappedTable { id, label, topic, layout, captured, raw: raw.to_vec() });
@@ -408,6 +412,7 @@ impl Transformer {
         txn.total += 1;
         let order = txn.per_table.entry(table.clone()).or_default();
         *order += 1;
+        let order = *order;
         let event = ChangeEvent {
             before: None,
             after: None,
@@ -417,7 +422,7 @@ impl Transformer {
             transaction: Some(TransactionBlock {
                 id: txn.id.to_string(),
                 total_order: txn.total,
-                data_collection_order: *order,
+                data_collection_order: order,
             }),
         };
         let label: Arc<str> = table.to_string().into();
@@ -451,13 +456,14 @@ fn emit(
     txn.total += 1;
     let order = txn.per_table.entry(table.id.clone()).or_default();
     *order += 1;
+    let order = *order;
     let event = ChangeEvent {
         before,
         after,
         source: source(source_name, server_id, &table.id, txn, ts_ms, SnapshotMarker::False),
         op,
         ts_ms: now,
-        transaction: Some(TransactionBlock { id: txn.id.to_string(), total_order: txn.total, data_collection_order: *order }),
+        transaction: Some(TransactionBlock { id: txn.id.to_string(), total_order: txn.total, data_collection_order: order }),
     };
     txn.row += 1;
     out.push(Record {

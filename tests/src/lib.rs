@@ -7,6 +7,8 @@
 //! - [`eventually`] polls a check until it passes or a deadline expires: tests never sleep to wait for a result.
 //! - [`StackCommand`] runs `scripts/stack` against another state directory and port base, for tests of the stack
 //!   itself that must not disturb the shared one.
+//! - [`ScratchDb`] is a database of its own on one of the stack's MariaDB servers; [`TopicReader`] reads topics
+//!   from the beginning with a deadline.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -161,6 +163,12 @@ pub fn eventually_blocking<T>(timeout: Duration, mut check: impl FnMut() -> Resu
         }
     }
 }
+
+pub mod kafka;
+pub mod mysql;
+
+pub use kafka::{Message, TopicReader};
+pub use mysql::ScratchDb;
 
 #[cfg(test)]
 mod tests {
