@@ -99,7 +99,8 @@ pub async fn run(
     tracing::info!(source = %name, position = %start, tables = tables.len(), resumed_rows = progress.rows, "snapshot started");
     let base = Checkpoint { server_id, position: start.clone(), gtid_set: start_gtid, ts_ms: now_ms(), snapshot: None };
     let snapshot_ts = now_ms();
-    for (index, table) in tables.iter().enumerate() {
+    let mut pending: Option<(Batch, ChangeEvent)> = None;
+    for table in &tables {
         let label = table.to_string();
         if progress.tables_done.contains(&label) {
             continue;
@@ -149,36 +150,47 @@ pub async fn run(
             } else if let Some(key) = &after {
                 progress.current = Some((label.clone(), params_to_json(key)));
             }
-            let finished = done && index + 1 == tables.len();
-            if let (true, Some(mut event), Some(record)) = (finished, last_event, records.last_mut()) {
-                // The snapshot's last row is marked `last` (unless the last chunk came back empty).
-                event.source.snapshot = SnapshotMarker::Last;
-                record.value = Some(serde_json::to_vec(&event).expect("json"));
-            }
             metrics.count_snapshot_rows(n as u64);
-            let checkpoint = if finished {
-                Checkpoint { snapshot: None, ..base.clone() }
-            } else {
-                Checkpoint { snapshot: Some(progress.clone()), ..base.clone() }
-            };
-            tx.send(Batch { records, checkpoint: Some(checkpoint) })
-                .await
-                .map_err(|_| CaptureError::Definite { source_name: name.to_owned(), message: "the producer stopped".into() })?;
+            let checkpoint = Checkpoint { snapshot: Some(progress.clone()), ..base.clone() };
+            // One chunk is held back until the next is read, so that the snapshot's very last row can be marked
+            // `last`; memory stays bounded by two chunks.
+            match (&mut pending, last_event) {
+                (_, Some(event)) => {
+                    let chunk = (Batch { records, checkpoint: Some(checkpoint) }, event);
+                    if let Some((batch, _)) = pending.replace(chunk) {
+                        send(tx, name, batch).await?;
+                    }
+                }
+                (Some((held, _)), None) => held.checkpoint = Some(checkpoint),
+                (None, None) => send(tx, name, Batch { records, checkpoint: Some(checkpoint) }).await?,
+            }
             if done {
                 break;
             }
         }
         tracing::info!(source = %name, table = %label, rows = progress.rows, "snapshot of table complete");
     }
-    if tables.is_empty() || tables.iter().all(|t| progress.tables_done.contains(&t.to_string())) {
-        // Nothing was left to read in this run: record the snapshot as complete.
-        tx.send(Batch { records: Vec::new(), checkpoint: Some(Checkpoint { snapshot: None, ..base.clone() }) })
-            .await
-            .map_err(|_| CaptureError::Definite { source_name: name.to_owned(), message: "the producer stopped".into() })?;
+    let done = Checkpoint { snapshot: None, ..base.clone() };
+    match pending.take() {
+        Some((mut batch, mut event)) => {
+            event.source.snapshot = SnapshotMarker::Last;
+            if let Some(record) = batch.records.last_mut() {
+                record.value = Some(serde_json::to_vec(&event).expect("json"));
+            }
+            batch.checkpoint = Some(done);
+            send(tx, name, batch).await?;
+        }
+        None => send(tx, name, Batch { records: Vec::new(), checkpoint: Some(done) }).await?,
     }
     conn.query_drop("COMMIT").await.map_err(my)?;
     tracing::info!(source = %name, rows = progress.rows, position = %start, "snapshot complete");
     Ok(Checkpoint { snapshot: None, ..base })
+}
+
+async fn send(tx: &mpsc::Sender<Batch>, name: &str, batch: Batch) -> Result<(), CaptureError> {
+    tx.send(batch)
+        .await
+        .map_err(|_| CaptureError::Definite { source_name: name.to_owned(), message: "the producer stopped".into() })
 }
 
 /// What building a snapshot record needs about its table.

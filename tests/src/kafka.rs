@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Message as _};
 
 use crate::unique_name;
@@ -26,8 +27,10 @@ pub struct Message {
 /// A consumer in a group of its own, reading from the earliest offsets.
 pub struct TopicReader {
     consumer: StreamConsumer,
-    /// Everything read so far, in arrival order.
+    /// Everything read so far, in arrival order, each record once.
     pub messages: Vec<Message>,
+    /// (topic, partition, offset) of every record read.
+    seen: std::collections::HashSet<(String, i32, i64)>,
 }
 
 impl TopicReader {
@@ -41,7 +44,7 @@ impl TopicReader {
             .set("topic.metadata.refresh.interval.ms", "500")
             .create()?;
         consumer.subscribe(topics)?;
-        Ok(TopicReader { consumer, messages: Vec::new() })
+        Ok(TopicReader { consumer, messages: Vec::new(), seen: Default::default() })
     }
 
     /// Reads until `done(&messages)` holds, or fails after `timeout` showing how many were read.
@@ -52,7 +55,17 @@ impl TopicReader {
                 bail!("after {timeout:?}: read {} messages and the condition still fails", self.messages.len());
             }
             if let Ok(msg) = tokio::time::timeout(Duration::from_millis(200), self.consumer.recv()).await {
-                let msg = msg?;
+                let msg = match msg {
+                    Ok(msg) => msg,
+                    // A topic the producer has not created yet: keep polling until it exists.
+                    Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition) => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                // A rebalance (a subscribed topic appearing) rewinds uncommitted partitions: skip what was read.
+                let at = (msg.topic().to_owned(), msg.partition(), msg.offset());
+                if !self.seen.insert(at) {
+                    continue;
+                }
                 let parse = |b: Option<&[u8]>| b.map(|b| serde_json::from_slice(b).unwrap_or(serde_json::Value::Null));
                 self.messages.push(Message {
                     topic: msg.topic().to_owned(),

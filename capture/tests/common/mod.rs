@@ -1,4 +1,5 @@
 //! Running the capture binary against a scratch database of the local stack.
+#![allow(dead_code)] // each test binary uses a part
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -10,27 +11,27 @@ use cdc_tests::{stack, unique_name, ScratchDb, TopicReader};
 use rand::Rng;
 
 /// A capture process with its own topic prefix, state directory and replica server id.
-pub struct Capture {
+pub(crate) struct Capture {
     child: Option<Child>,
     /// The generated configuration file.
-    pub config: PathBuf,
+    pub(crate) config: PathBuf,
     /// Its state (checkpoint) directory.
-    pub state_dir: PathBuf,
+    pub(crate) state_dir: PathBuf,
     /// Topic prefix.
-    pub prefix: String,
+    pub(crate) prefix: String,
     /// The database it captures.
-    pub db: String,
+    pub(crate) db: String,
     /// Base URL of /metrics and /health.
-    pub url: String,
+    pub(crate) url: String,
     /// Where its output goes.
-    pub log: PathBuf,
+    pub(crate) log: PathBuf,
 }
 
 /// Options of a test capture.
-pub struct Options {
-    pub snapshot: &'static str,
-    pub chunk_rows: usize,
-    pub extra: String,
+pub(crate) struct Options {
+    pub(crate) snapshot: &'static str,
+    pub(crate) chunk_rows: usize,
+    pub(crate) extra: String,
 }
 
 impl Default for Options {
@@ -41,7 +42,7 @@ impl Default for Options {
 
 impl Capture {
     /// Writes the configuration and starts the process.
-    pub fn start(db: &ScratchDb, options: Options) -> Result<Capture> {
+    pub(crate) fn start(db: &ScratchDb, options: Options) -> Result<Capture> {
         let env = stack();
         let prefix = unique_name("cap");
         let dir = std::env::temp_dir().join(&prefix);
@@ -105,7 +106,7 @@ heartbeat_interval = "500ms"
     }
 
     /// SIGKILL, no cleanup.
-    pub fn kill(&mut self) -> Result<()> {
+    pub(crate) fn kill(&mut self) -> Result<()> {
         if let Some(mut child) = self.child.take() {
             child.kill()?;
             child.wait()?;
@@ -114,20 +115,20 @@ heartbeat_interval = "500ms"
     }
 
     /// Starts the process again with the same configuration and state.
-    pub fn restart(&mut self) -> Result<()> {
+    pub(crate) fn restart(&mut self) -> Result<()> {
         self.kill()?;
         self.spawn()
     }
 
     /// Graceful stop (SIGTERM) and its exit status.
-    pub fn stop(&mut self) -> Result<std::process::ExitStatus> {
+    pub(crate) fn stop(&mut self) -> Result<std::process::ExitStatus> {
         let mut child = self.child.take().context("not running")?;
         Command::new("kill").arg("-TERM").arg(child.id().to_string()).status()?;
         Ok(child.wait()?)
     }
 
     /// Whether the process has exited, and its status.
-    pub fn exited(&mut self) -> Result<Option<std::process::ExitStatus>> {
+    pub(crate) fn exited(&mut self) -> Result<Option<std::process::ExitStatus>> {
         match self.child.as_mut() {
             Some(c) => Ok(c.try_wait()?),
             None => Ok(None),
@@ -135,19 +136,30 @@ heartbeat_interval = "500ms"
     }
 
     /// The topic of a table of the scratch database.
-    pub fn topic(&self, table: &str) -> String {
+    pub(crate) fn topic(&self, table: &str) -> String {
         format!("{}.{}.{}", self.prefix, self.db, table)
     }
 
     /// A reader of the given tables' topics.
-    pub fn reader(&self, tables: &[&str]) -> Result<TopicReader> {
+    pub(crate) fn reader(&self, tables: &[&str]) -> Result<TopicReader> {
         let topics: Vec<String> = tables.iter().map(|t| self.topic(t)).collect();
         let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
         TopicReader::new(stack().var("KAFKA_BROKERS"), &refs)
     }
 
+    /// Waits until `/health` says the source streams (its snapshot is done).
+    pub(crate) async fn wait_streaming(&self) -> Result<()> {
+        let url = format!("{}/health", self.url);
+        cdc_tests::eventually(DEADLINE, || async {
+            let health = http_get(&url).await?;
+            anyhow::ensure!(health.contains("streaming"), "{health}");
+            Ok(())
+        })
+        .await
+    }
+
     /// The process output so far.
-    pub fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
@@ -159,4 +171,16 @@ impl Drop for Capture {
 }
 
 /// A generous deadline for results that depend on several processes.
-pub const DEADLINE: Duration = Duration::from_secs(120);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(120);
+
+/// Minimal HTTP GET of a loopback endpoint: status line, headers and body as text.
+pub(crate) async fn http_get(url: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let (host, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut stream = tokio::net::TcpStream::connect(host).await?;
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await?;
+    Ok(body)
+}
