@@ -83,6 +83,7 @@ async fn run_once(
     let stop = shutdown.child_token();
     let reader = read(settings, source, &info, &pool, checkpoint, tx, metrics, &stop);
     let writer = write(settings, sink, rx, &mut store, metrics, &stop);
+    let monitor = tokio::spawn(monitor_binlog(pool.clone(), metrics.clone(), stop.clone()));
     tokio::pin!(reader, writer);
     // The writer finishes after the reader: it drains what the reader queued, then saves the last checkpoint.
     let result = tokio::select! {
@@ -96,6 +97,8 @@ async fn run_once(
             w
         }
     };
+    stop.cancel();
+    let _ = monitor.await;
     pool.clone().disconnect().await.ok();
     result
 }
@@ -206,7 +209,50 @@ async fn write(
     }
 }
 
+/// Updates `binlog_bytes_behind` every 2 s from the server's binlog sizes and the reader's position. Errors are
+/// left to the reader, which owns reconnection: the gauge then keeps its last value.
+async fn monitor_binlog(pool: mysql_async::Pool, metrics: Arc<SourceMetrics>, stop: CancellationToken) {
+    use mysql_async::prelude::*;
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Ok(mut conn) = pool.get_conn().await else { continue };
+        let Ok(logs) = conn.query::<(String, u64), _>("SHOW BINARY LOGS").await else { continue };
+        let (file, pos) = metrics.position.lock().expect("position lock").clone();
+        if file.is_empty() {
+            continue;
+        }
+        metrics.bytes_behind.store(bytes_behind(&logs, &file, pos) as i64, Ordering::Relaxed);
+    }
+}
+
+/// Bytes of binlog after `file:pos` given the server's files and sizes.
+fn bytes_behind(logs: &[(String, u64)], file: &str, pos: u64) -> u64 {
+    logs.iter()
+        .map(|(f, size)| match f.as_str().cmp(file) {
+            std::cmp::Ordering::Less => 0,
+            std::cmp::Ordering::Equal => size.saturating_sub(pos),
+            std::cmp::Ordering::Greater => *size,
+        })
+        .sum()
+}
+
 fn save(store: &mut FileCheckpointStore, cp: &Checkpoint, name: &str) -> Result<(), CaptureError> {
     tokio::task::block_in_place(|| store.save(cp))
         .map_err(|error| CaptureError::Checkpoint { source_name: name.to_owned(), error })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_behind_counts_the_rest_of_the_file_and_newer_files() {
+        let logs = vec![("binlog.000001".to_string(), 1000), ("binlog.000002".into(), 500), ("binlog.000003".into(), 300)];
+        assert_eq!(bytes_behind(&logs, "binlog.000002", 200), 300 + 300);
+        assert_eq!(bytes_behind(&logs, "binlog.000003", 300), 0);
+    }
 }
