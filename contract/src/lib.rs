@@ -321,11 +321,28 @@ impl SourceOrder {
         Some(SourceOrder { file_seq, pos: source.pos, row: source.row })
     }
 
-    /// A single number with the same order, for storage as a ClickHouse UInt64 version: 16 bits of file sequence,
-    /// 32 of offset, 16 of row. Exact while files stay under 4 GiB and transactions under 65,536 rows; beyond that,
-    /// use the full tuple.
+    /// A single number with the same order, for storage as a ClickHouse UInt64 version:
+    /// `file_seq << 48 + pos << 16 + row`. The row index is added, not masked, so a transaction with more than
+    /// 65,536 rows stays ordered: its rows only borrow from the offset bits, and the next transaction starts at a
+    /// higher offset by at least its size in bytes. Exact while files stay under 4 GiB and sequence numbers under
+    /// 65,536.
     pub fn packed(self) -> u64 {
-        ((self.file_seq as u64 & 0xffff) << 48) | ((self.pos & 0xffff_ffff) << 16) | (self.row & 0xffff)
+        ((self.file_seq as u64 & 0xffff) << 48)
+            .wrapping_add((self.pos & 0xffff_ffff) << 16)
+            .wrapping_add(self.row)
+    }
+}
+
+impl ChangeEvent {
+    /// The row version of this event within its source, derived from its position only: later changes of a key
+    /// have greater versions. Snapshot reads all share the snapshot's position (each key is read once), so their
+    /// row index is not part of it: any change streamed after the snapshot of a key is newer than its read.
+    pub fn version(&self) -> Option<u64> {
+        let mut order = SourceOrder::of(&self.source)?;
+        if self.op == Op::Read {
+            order.row = 0;
+        }
+        Some(order.packed())
     }
 }
 
@@ -391,7 +408,7 @@ mod tests {
     #[test]
     fn source_order_is_monotonic_across_files_and_rows() {
         let at = |file: &str, pos, row| SourceOrder { file_seq: file.parse().unwrap(), pos, row };
-        let cases = [at("1", 900, 5), at("2", 4, 0), at("2", 4, 1), at("2", 500, 0), at("10", 4, 0)];
+        let cases = [at("1", 900, 5), at("2", 4, 0), at("2", 4, 1), at("2", 4, 70_000), at("2", 500_000, 0), at("10", 4, 0)];
         for pair in cases.windows(2) {
             assert!(pair[0] < pair[1]);
             assert!(pair[0].packed() < pair[1].packed());
