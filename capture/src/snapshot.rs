@@ -340,7 +340,7 @@ mod tests {
             "SELECT `a`, `b`, `c` FROM `shop`.`t` WHERE (`a` > ?) OR (`a` = ? AND `b` > ?) ORDER BY `a`, `b` LIMIT 5"
         );
         assert_eq!(chunk_query(&t, &cols, &[], false, None), "SELECT `a`, `b`, `c` FROM `shop`.`t`");
-        let key = vec![mysql_async::Value::Int(1), mysql_async::Value::Int(2)];
+        let key = vec![mysql_async::Value::UInt(1), mysql_async::Value::UInt(2)];
         assert_eq!(expand_params(&key).len(), 3);
         assert_eq!(json_to_params(&params_to_json(&key)), key);
     }
