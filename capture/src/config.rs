@@ -24,7 +24,7 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Send a tombstone (same key, null value) after each delete, for log compaction. Default true.
     pub tombstones: bool,
-    /// Capacity of the queue between the binlog reader and the producer, in batches. Default 64.
+    /// Capacity of the queue between the binlog reader and the producer, in batches. Default 8.
     pub queue_capacity: usize,
     /// Maximum events per batch; a larger transaction is split into several batches. Default 1000.
     pub batch_size: usize,
@@ -113,7 +113,7 @@ impl Default for Config {
             state_dir: "capture-state".into(),
             listen: "127.0.0.1:9090".parse().expect("a valid address"),
             tombstones: true,
-            queue_capacity: 64,
+            queue_capacity: 8,
             batch_size: 1000,
             checkpoint_interval: Duration::from_millis(200),
             kafka: KafkaConfig {
