@@ -7,19 +7,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Result;
-use cdc_tests::{describe, eventually_blocking, stack, unique_name, StackCommand, StackEnv};
+use cdc_tests::{describe, eventually_blocking, free_port_base, stack, unique_name, StackCommand, StackEnv};
 use mysql_async::prelude::*;
-
-fn free_port_base() -> u16 {
-    (30000..60000)
-        .step_by(400)
-        .find(|base| {
-            [6u16, 7, 8, 23, 24, 80, 81, 82, 83, 90, 92]
-                .iter()
-                .all(|off| std::net::TcpListener::bind(("127.0.0.1", base + off)).is_ok())
-        })
-        .expect("a free port range")
-}
 
 fn write_config(dir: &Path, url: &str, brokers: &str) -> Result<std::path::PathBuf> {
     let config = dir.join("capture.toml");

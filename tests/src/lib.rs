@@ -109,6 +109,18 @@ impl StackCommand {
     }
 }
 
+/// A port base for a private stack: every port it derives from the base is free now.
+pub fn free_port_base() -> u16 {
+    (20000..60000)
+        .step_by(400)
+        .find(|base| {
+            [6u16, 7, 8, 23, 24, 80, 81, 82, 83, 90, 92]
+                .iter()
+                .all(|off| std::net::TcpListener::bind(("127.0.0.1", base + off)).is_ok())
+        })
+        .expect("a free port range")
+}
+
 /// Exit status, stdout and stderr of a finished command, for assertion messages.
 pub fn describe(out: &Output) -> String {
     format!(

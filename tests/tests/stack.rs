@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use cdc_tests::{describe, eventually, stack, unique_name, StackCommand, StackEnv};
+use cdc_tests::{describe, eventually, free_port_base, stack, unique_name, StackCommand, StackEnv};
 use mysql_async::prelude::*;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -162,19 +162,6 @@ fn assert_all(out: &str, state: &str) {
     for (name, s) in lines {
         assert_eq!(s, state, "{name}:\n{out}");
     }
-}
-
-/// A free base: five consecutive hundreds of ports nobody listens on.
-fn free_port_base() -> u16 {
-    for base in (20000..60000).step_by(400) {
-        let free = [6u16, 7, 8, 23, 24, 80, 81, 82, 83, 90, 92]
-            .iter()
-            .all(|off| TcpListener::bind(("127.0.0.1", base + off)).is_ok());
-        if free {
-            return base;
-        }
-    }
-    panic!("no free port range");
 }
 
 #[tokio::test]
