@@ -136,6 +136,8 @@ async fn a_product_rename_reaches_every_joined_row() -> Result<()> {
         let values: Vec<String> = (0..1000).map(|_| format!("({}, 1, 1, 1.00)", chunk + 1)).collect();
         conn.query_drop(format!("INSERT INTO order_lines (order_id, product_id, quantity, unit_price) VALUES {}", values.join(","))).await?;
     }
+    // Pool::disconnect in finish() waits for every connection to come back.
+    drop(conn);
     let views = p.views("rename")?;
     converges(&p, &views).await?;
     let began = Instant::now();
