@@ -335,13 +335,12 @@ impl SourceOrder {
 
 impl ChangeEvent {
     /// The row version of this event within its source, derived from its position only: later changes of a key
-    /// have greater versions. Snapshot reads all share the snapshot's position (each key is read once), so their
-    /// row index is not part of it: any change streamed after the snapshot of a key is newer than its read.
+    /// have greater versions. Snapshot reads all share the snapshot's position P (each key is read once) and get
+    /// `P << 16`; streamed events count their row from 1, so even the first row of a transaction that begins
+    /// exactly at P is newer than every snapshot read.
     pub fn version(&self) -> Option<u64> {
         let mut order = SourceOrder::of(&self.source)?;
-        if self.op == Op::Read {
-            order.row = 0;
-        }
+        order.row = if self.op == Op::Read { 0 } else { order.row + 1 };
         Some(order.packed())
     }
 }
@@ -403,6 +402,22 @@ mod tests {
     #[test]
     fn topic_names_follow_the_contract() {
         assert_eq!(topic_name("shop", &TableId::new("orders", "order_lines")), "shop.orders.order_lines");
+    }
+
+    /// Regression: the first row of the first transaction after a snapshot had the snapshot reads' version, so
+    /// a view could keep the snapshot's older row instead of that change.
+    #[test]
+    fn a_change_at_the_snapshot_position_is_newer_than_the_snapshot_read() {
+        let json = |op: &str, row: u64| {
+            format!(
+                r#"{{"before":null,"after":{{"id":1}},"source":{{"connector":"mysql","name":"s","db":"d","table":"t",
+                "server_id":1,"gtid":null,"file":"binlog.000001","pos":500,"row":{row},"ts_ms":0,"snapshot":"false"}},
+                "op":"{op}","ts_ms":0,"transaction":null}}"#
+            )
+        };
+        let read: ChangeEvent = serde_json::from_str(&json("r", 7)).unwrap();
+        let change: ChangeEvent = serde_json::from_str(&json("u", 0)).unwrap();
+        assert!(change.version().unwrap() > read.version().unwrap());
     }
 
     #[test]

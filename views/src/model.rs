@@ -288,7 +288,7 @@ mod tests {
     fn truncates_and_bad_rows() {
         assert_eq!(
             apply(Entity::Line, &event(Op::Truncate, None, None, 10, 0)),
-            Ok(Change::Truncate { entity: Entity::Line, version: (2 << 48) + (10 << 16) })
+            Ok(Change::Truncate { entity: Entity::Line, version: (2 << 48) + (10 << 16) + 1 })
         );
         let bad = row(&[("id", Value::Int(-1))]);
         assert!(matches!(apply(Entity::User, &event(Op::Create, None, Some(bad), 1, 0)), Err(ApplyError::Column { column: "id", .. })));
