@@ -1,1 +1,23 @@
-//! The users, catalog and orders REST services (each on its own database). Not built yet: see the README.
+//! The users, catalog and orders REST services. Each owns one MySQL database and commits only there, in local
+//! transactions; every cross-service effect travels as a change event captured from a service's binlog.
+//!
+//! The order workflow is choreography over the captured change topics (see `docs/services.md`):
+//! - `orders` keeps a local copy of the users and products it needs ([`orders`]), fed from their change topics,
+//!   and writes a new order as `PENDING` with its unit prices and its lines;
+//! - `catalog` consumes the order's change event and, in one local transaction, either reserves the stock of every
+//!   line or records a rejection ([`catalog`]); the reservation row is itself captured;
+//! - `orders` consumes the reservation's change event and moves the order to `CONFIRMED` or `REJECTED`.
+//!
+//! Every consumer is idempotent ([`consumer`]): it records the source position of each event it applies in the same
+//! local transaction as the effect and commits its Kafka offset only afterwards.
+
+pub mod catalog;
+pub mod cli;
+pub mod consumer;
+pub mod http;
+pub mod metrics;
+pub mod money;
+pub mod orders;
+pub mod users;
+
+pub use cli::{main, Service};

@@ -178,9 +178,11 @@ pub fn eventually_blocking<T>(timeout: Duration, mut check: impl FnMut() -> Resu
 
 pub mod kafka;
 pub mod mysql;
+pub mod pipeline;
 
 pub use kafka::{Message, TopicReader};
 pub use mysql::ScratchDb;
+pub use pipeline::Sources;
 
 #[cfg(test)]
 mod tests {

@@ -34,6 +34,11 @@ impl ScratchDb {
         replace_db(stack().var(&format!("{}_MYSQL_CAPTURE_URL", self.server)), &self.name)
     }
 
+    /// The admin account's URL with this database as its path.
+    pub fn url(&self) -> String {
+        replace_db(stack().var(&format!("{}_MYSQL_ADMIN_URL", self.server)), &self.name)
+    }
+
     /// Runs statements.
     pub async fn exec(&self, sql: &str) -> Result<()> {
         self.pool.get_conn().await?.query_drop(sql).await?;

@@ -1,0 +1,419 @@
+//! The catalog service: products with their stock (REST), and the stock side of the order workflow.
+//!
+//! Its consumer takes the orders service's change events (`<prefix>.orders.orders`). For a new `PENDING` order it
+//! decides in one local transaction: every line's stock is available, so it is taken and a `RESERVED` reservation
+//! written; or nothing is taken and a `REJECTED` reservation says which product is short. When the order becomes
+//! `CANCELLED` or `REJECTED`, or is deleted, a held reservation is released and its stock given back. The
+//! reservations table is captured too: its change events are how the orders service learns the outcome.
+//!
+//! Reconciliation (periodic, and `catalog reconcile`): reservations still held for an order that is final or gone
+//! are released; reservations whose order stayed `PENDING` past the reservation TTL expire.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::Result;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use mysql_async::prelude::*;
+use mysql_async::{Pool, Transaction};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use utoipa::{OpenApi, ToSchema};
+
+use crate::cli::Config;
+use crate::consumer::{self, column, ApplyError, ConsumerConfig, Handler, Incoming, Reconciliation};
+use crate::http::{is_duplicate, with_common_routes, ApiError, Body, ErrorBody, Id, Page, PageParams, Query};
+use crate::metrics::Metrics;
+use crate::money::Money;
+use crate::users::{check_text, TS};
+
+/// A product with its available stock.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Product {
+    pub id: u64,
+    pub sku: String,
+    pub name: String,
+    pub category: String,
+    #[schema(value_type = String, example = "9.99")]
+    pub price: Money,
+    /// Units available (not reserved).
+    pub stock: u32,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// `POST /products`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewProduct {
+    pub sku: String,
+    pub name: String,
+    pub category: String,
+    #[schema(value_type = String, example = "9.99")]
+    pub price: Money,
+    pub stock: u32,
+}
+
+/// `PATCH /products/{id}`: absent fields stay.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProductPatch {
+    pub name: Option<String>,
+    pub category: Option<String>,
+    #[schema(value_type = Option<String>, example = "9.99")]
+    pub price: Option<Money>,
+    pub stock: Option<u32>,
+}
+
+/// The catalog's decision for one order.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Reservation {
+    pub order_id: u64,
+    /// RESERVED, REJECTED, RELEASED or EXPIRED.
+    pub status: String,
+    pub reason: Option<String>,
+    pub expires_at: String,
+    pub lines: Vec<ReservedLine>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReservedLine {
+    pub product_id: u64,
+    pub quantity: u32,
+}
+
+fn check_sku(sku: &str) -> Result<(), ApiError> {
+    if sku.is_empty() || sku.len() > 64 || !sku.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        return Err(ApiError::invalid(format!("sku `{sku}` must be 1 to 64 letters, digits, '-', '_' or '.'")));
+    }
+    Ok(())
+}
+
+type ProductTuple = (u64, String, String, String, String, u32, String, String);
+
+fn select_products() -> String {
+    format!(
+        "SELECT id, sku, name, category, CAST(price AS CHAR), stock, DATE_FORMAT(created_at, {TS}), \
+         DATE_FORMAT(updated_at, {TS}) FROM products"
+    )
+}
+
+fn product(t: ProductTuple) -> Result<Product, ApiError> {
+    let price = Money::parse(&t.4).map_err(|e| ApiError::invalid(format!("stored price: {e}")))?;
+    Ok(Product { id: t.0, sku: t.1, name: t.2, category: t.3, price, stock: t.5, created_at: t.6, updated_at: t.7 })
+}
+
+#[derive(Clone)]
+struct AppState {
+    pool: Pool,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "catalog", description = "Products and stock; reserves stock for orders from their change events."),
+    paths(create_product, get_product, list_products, patch_product, delete_product, get_reservation),
+    components(schemas(Product, NewProduct, ProductPatch, Reservation, ReservedLine, ErrorBody, Page<Product>))
+)]
+struct ApiDoc;
+
+/// Routes, the workflow consumer and the reconciliation loop.
+pub fn start(pool: Pool, config: Arc<Config>, metrics: Arc<Metrics>, shutdown: CancellationToken) -> (Router, Vec<JoinHandle<Result<()>>>) {
+    let routes = Router::new()
+        .route("/products", get(list_products).post(create_product))
+        .route("/products/{id}", get(get_product).patch(patch_product).delete(delete_product))
+        .route("/reservations/{order_id}", get(get_reservation))
+        .with_state(AppState { pool: pool.clone() });
+    let consumer = ConsumerConfig {
+        name: config.group.clone(),
+        brokers: config.brokers.clone(),
+        topics: vec![config.topic(&config.orders_db, "orders")],
+        stop_before_offset_commit: config.stop_before_offset_commit,
+    };
+    let handler = Arc::new(Reserve { ttl_ms: config.reservation_ttl.as_millis() as u64 });
+    let consume = tokio::spawn(consumer::run(pool.clone(), consumer, handler, metrics.clone(), shutdown.clone()));
+    let (p, c, m) = (pool, config.clone(), metrics.clone());
+    let sweep = tokio::spawn(consumer::every(config.reconcile_interval, shutdown, "reconciliation", move || {
+        let (p, c, m) = (p.clone(), c.clone(), m.clone());
+        async move { reconcile(&p, &c, &m).await.map(|_| ()) }
+    }));
+    (with_common_routes(routes, metrics, ApiDoc::openapi()), vec![consume, sweep])
+}
+
+async fn load(pool: &Pool, id: u64) -> Result<Product, ApiError> {
+    let row: Option<ProductTuple> =
+        pool.get_conn().await?.exec_first(format!("{} WHERE id = ?", select_products()), (id,)).await?;
+    product(row.ok_or_else(|| ApiError::not_found("product", id))?)
+}
+
+/// Creates a product.
+#[utoipa::path(post, path = "/products", request_body = NewProduct, responses(
+    (status = 201, body = Product), (status = 400, body = ErrorBody), (status = 409, description = "sku taken", body = ErrorBody)))]
+async fn create_product(State(s): State<AppState>, Body(new): Body<NewProduct>) -> Result<(StatusCode, Json<Product>), ApiError> {
+    check_sku(&new.sku)?;
+    check_text("name", &new.name, 255)?;
+    check_text("category", &new.category, 64)?;
+    let mut conn = s.pool.get_conn().await?;
+    conn.exec_drop(
+        "INSERT INTO products (sku, name, category, price, stock) VALUES (?, ?, ?, ?, ?)",
+        (&new.sku, &new.name, &new.category, new.price.to_string(), new.stock),
+    )
+    .await
+    .map_err(|e| {
+        if is_duplicate(&e) { ApiError::conflict("duplicate", format!("a product with sku `{}` already exists", new.sku)) } else { e.into() }
+    })?;
+    let id = conn.last_insert_id().unwrap_or(0);
+    drop(conn);
+    Ok((StatusCode::CREATED, Json(load(&s.pool, id).await?)))
+}
+
+/// One product with its stock.
+#[utoipa::path(get, path = "/products/{id}", params(("id" = u64, Path)), responses((status = 200, body = Product), (status = 404, body = ErrorBody)))]
+async fn get_product(State(s): State<AppState>, Id(id): Id) -> Result<Json<Product>, ApiError> {
+    Ok(Json(load(&s.pool, id).await?))
+}
+
+/// Products in id order, a page at a time.
+#[utoipa::path(get, path = "/products", params(PageParams), responses((status = 200, body = Page<Product>)))]
+async fn list_products(State(s): State<AppState>, Query(page): Query<PageParams>) -> Result<Json<Page<Product>>, ApiError> {
+    let limit = page.limit()?;
+    let rows: Vec<ProductTuple> = s
+        .pool
+        .get_conn()
+        .await?
+        .exec(format!("{} WHERE id > ? ORDER BY id LIMIT ?", select_products()), (page.after.unwrap_or(0), limit + 1))
+        .await?;
+    let items = rows.into_iter().map(product).collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(Page::cut(items, limit, |p| p.id)))
+}
+
+/// Changes a product's name, category, price or stock.
+#[utoipa::path(patch, path = "/products/{id}", params(("id" = u64, Path)), request_body = ProductPatch, responses(
+    (status = 200, body = Product), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn patch_product(State(s): State<AppState>, Id(id): Id, Body(patch): Body<ProductPatch>) -> Result<Json<Product>, ApiError> {
+    if let Some(name) = &patch.name {
+        check_text("name", name, 255)?;
+    }
+    if let Some(category) = &patch.category {
+        check_text("category", category, 64)?;
+    }
+    s.pool
+        .get_conn()
+        .await?
+        .exec_drop(
+            "UPDATE products SET name = COALESCE(?, name), category = COALESCE(?, category), \
+             price = COALESCE(?, price), stock = COALESCE(?, stock) WHERE id = ?",
+            (&patch.name, &patch.category, patch.price.map(|p| p.to_string()), patch.stock, id),
+        )
+        .await?;
+    Ok(Json(load(&s.pool, id).await?))
+}
+
+/// Deletes a product.
+#[utoipa::path(delete, path = "/products/{id}", params(("id" = u64, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn delete_product(State(s): State<AppState>, Id(id): Id) -> Result<StatusCode, ApiError> {
+    let mut conn = s.pool.get_conn().await?;
+    conn.exec_drop("DELETE FROM products WHERE id = ?", (id,)).await?;
+    if conn.affected_rows() == 0 {
+        return Err(ApiError::not_found("product", id));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The catalog's reservation decision for an order.
+#[utoipa::path(get, path = "/reservations/{order_id}", params(("order_id" = u64, Path)), responses(
+    (status = 200, body = Reservation), (status = 404, description = "no decision yet", body = ErrorBody)))]
+async fn get_reservation(State(s): State<AppState>, Id(order_id): Id) -> Result<Json<Reservation>, ApiError> {
+    let mut conn = s.pool.get_conn().await?;
+    let row: Option<(String, Option<String>, String)> = conn
+        .exec_first(format!("SELECT status, reason, DATE_FORMAT(expires_at, {TS}) FROM reservations WHERE order_id = ?"), (order_id,))
+        .await?;
+    let (status, reason, expires_at) = row.ok_or_else(|| ApiError::not_found("reservation of order", order_id))?;
+    let lines: Vec<(u64, u32)> = conn
+        .exec("SELECT product_id, quantity FROM reservation_lines WHERE order_id = ? ORDER BY product_id", (order_id,))
+        .await?;
+    let lines = lines.into_iter().map(|(product_id, quantity)| ReservedLine { product_id, quantity }).collect();
+    Ok(Json(Reservation { order_id, status, reason, expires_at, lines }))
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The workflow
+
+/// A line as the order row lists it (the `lines` JSON column).
+#[derive(Debug, Deserialize)]
+struct OrderedLine {
+    product_id: u64,
+    quantity: u32,
+}
+
+/// Applies order change events to stock.
+struct Reserve {
+    ttl_ms: u64,
+}
+
+impl Handler for Reserve {
+    type Note = ();
+
+    fn apply<'a>(&'a self, tx: &'a mut Transaction<'static>, incoming: &'a Incoming) -> impl std::future::Future<Output = Result<(), ApplyError>> + Send + 'a {
+        async move {
+            if incoming.event.op == cdc_contract::Op::Truncate {
+                tracing::warn!(topic = %incoming.topic, "orders table truncated; reservations are left to reconciliation");
+                return Ok(());
+            }
+            let row = incoming.row()?;
+            let order_id = column(row, "id", |v| v.as_u64())?;
+            let Some(after) = &incoming.event.after else {
+                remember(tx, order_id, "DELETED").await?;
+                return release(tx, order_id, "RELEASED", "the order was deleted").await;
+            };
+            let status = column(after, "status", |v| v.as_str().map(str::to_owned))?;
+            remember(tx, order_id, &status).await?;
+            match status.as_str() {
+                "PENDING" => {
+                    let decided: Option<String> =
+                        tx.exec_first("SELECT status FROM reservations WHERE order_id = ?", (order_id,)).await?;
+                    if decided.is_none() {
+                        let lines = after.get("lines").and_then(|v| v.as_str());
+                        decide(tx, order_id, lines, self.ttl_ms).await?;
+                    }
+                    Ok(())
+                }
+                "CANCELLED" | "REJECTED" => release(tx, order_id, "RELEASED", &format!("the order is {status}")).await,
+                _ => Ok(()),
+            }
+        }
+    }
+
+    fn committed(&self, (): ()) {}
+}
+
+async fn remember(tx: &mut Transaction<'static>, order_id: u64, status: &str) -> Result<(), ApplyError> {
+    tx.exec_drop(
+        "INSERT INTO known_orders (id, status) VALUES (?, ?) ON DUPLICATE KEY UPDATE status = VALUES(status)",
+        (order_id, status),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Reserves every line's stock, or rejects the order without taking any.
+async fn decide(tx: &mut Transaction<'static>, order_id: u64, lines: Option<&str>, ttl_ms: u64) -> Result<(), ApplyError> {
+    let wanted: BTreeMap<u64, u64> = match lines.map(serde_json::from_str::<Vec<OrderedLine>>) {
+        Some(Ok(lines)) if !lines.is_empty() => {
+            let mut wanted = BTreeMap::new();
+            for l in lines {
+                *wanted.entry(l.product_id).or_insert(0) += u64::from(l.quantity);
+            }
+            wanted
+        }
+        Some(Err(e)) => return reject(tx, order_id, &format!("the order's lines cannot be read: {e}"), ttl_ms).await,
+        _ => return reject(tx, order_id, "the order lists no lines", ttl_ms).await,
+    };
+    // Lock the products in id order (no deadlock between concurrent decisions), then check them all.
+    let ids: Vec<String> = wanted.keys().map(u64::to_string).collect();
+    let stock: Vec<(u64, u32)> = tx
+        .query(format!("SELECT id, stock FROM products WHERE id IN ({}) ORDER BY id FOR UPDATE", ids.join(",")))
+        .await?;
+    let stock: BTreeMap<u64, u32> = stock.into_iter().collect();
+    for (&product, &quantity) in &wanted {
+        match stock.get(&product) {
+            None => return reject(tx, order_id, &format!("product {product} does not exist"), ttl_ms).await,
+            Some(&have) if u64::from(have) < quantity => {
+                let reason = format!("insufficient stock for product {product}: {quantity} requested, {have} available");
+                return reject(tx, order_id, &reason, ttl_ms).await;
+            }
+            Some(_) => {}
+        }
+    }
+    for (&product, &quantity) in &wanted {
+        tx.exec_drop("UPDATE products SET stock = stock - ? WHERE id = ?", (quantity, product)).await?;
+        tx.exec_drop("INSERT INTO reservation_lines (order_id, product_id, quantity) VALUES (?, ?, ?)", (order_id, product, quantity))
+            .await?;
+    }
+    tx.exec_drop(
+        "INSERT INTO reservations (order_id, status, expires_at) VALUES (?, 'RESERVED', NOW(3) + INTERVAL ? MICROSECOND)",
+        (order_id, ttl_ms * 1000),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn reject(tx: &mut Transaction<'static>, order_id: u64, reason: &str, ttl_ms: u64) -> Result<(), ApplyError> {
+    tx.exec_drop(
+        "INSERT INTO reservations (order_id, status, reason, expires_at) \
+         VALUES (?, 'REJECTED', ?, NOW(3) + INTERVAL ? MICROSECOND)",
+        (order_id, reason, ttl_ms * 1000),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Gives back the stock of a held reservation and marks it `status`; nothing when none is held.
+async fn release(tx: &mut Transaction<'static>, order_id: u64, status: &str, reason: &str) -> Result<(), ApplyError> {
+    let held: Option<String> = tx
+        .exec_first("SELECT status FROM reservations WHERE order_id = ? FOR UPDATE", (order_id,))
+        .await?;
+    if held.as_deref() != Some("RESERVED") {
+        return Ok(());
+    }
+    // A product deleted meanwhile has no stock to give back to.
+    tx.exec_drop(
+        "UPDATE products p JOIN reservation_lines l ON l.product_id = p.id SET p.stock = p.stock + l.quantity \
+         WHERE l.order_id = ?",
+        (order_id,),
+    )
+    .await?;
+    tx.exec_drop("UPDATE reservations SET status = ?, reason = ? WHERE order_id = ?", (status, reason, order_id)).await?;
+    Ok(())
+}
+
+/// Finds held reservations that should not be, and releases them:
+/// - `reservation_of_final_order`: the order is CANCELLED, REJECTED or deleted;
+/// - `expired_reservation`: the order is still PENDING after the reservation TTL (status becomes EXPIRED).
+pub async fn reconcile(pool: &Pool, _config: &Config, metrics: &Metrics) -> Result<Reconciliation> {
+    let mut report = Reconciliation::default();
+    let mut conn = pool.get_conn().await?;
+    let final_orders: Vec<(u64, String)> = conn
+        .query(
+            "SELECT r.order_id, k.status FROM reservations r JOIN known_orders k ON k.id = r.order_id \
+             WHERE r.status = 'RESERVED' AND k.status IN ('CANCELLED', 'REJECTED', 'DELETED') ORDER BY r.order_id",
+        )
+        .await?;
+    let expired: Vec<u64> = conn
+        .query(
+            "SELECT r.order_id FROM reservations r LEFT JOIN known_orders k ON k.id = r.order_id \
+             WHERE r.status = 'RESERVED' AND r.expires_at < NOW(3) AND COALESCE(k.status, 'PENDING') = 'PENDING' \
+             ORDER BY r.order_id",
+        )
+        .await?;
+    drop(conn);
+    report.found("reservation_of_final_order", final_orders.iter().map(|o| o.0).collect());
+    report.found("expired_reservation", expired.clone());
+    for (order_id, status) in final_orders {
+        let mut tx = pool.start_transaction(Default::default()).await?;
+        release(&mut tx, order_id, "RELEASED", &format!("reconciliation: the order is {status}")).await?;
+        tx.commit().await?;
+        report.repaired("reservation_of_final_order", order_id);
+    }
+    for order_id in expired {
+        let mut tx = pool.start_transaction(Default::default()).await?;
+        // Re-checked under the row lock: the order may have been confirmed meanwhile.
+        let still: Option<u64> = tx
+            .exec_first(
+                "SELECT r.order_id FROM reservations r LEFT JOIN known_orders k ON k.id = r.order_id \
+                 WHERE r.order_id = ? AND r.status = 'RESERVED' AND COALESCE(k.status, 'PENDING') = 'PENDING' FOR UPDATE",
+                (order_id,),
+            )
+            .await?;
+        if still.is_some() {
+            release(&mut tx, order_id, "EXPIRED", "the order stayed PENDING past the reservation TTL").await?;
+            report.repaired("expired_reservation", order_id);
+        }
+        tx.commit().await?;
+    }
+    report.publish(metrics);
+    Ok(report)
+}

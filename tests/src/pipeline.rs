@@ -1,0 +1,88 @@
+//! The source side of a pipeline per test: three scratch databases (one per service server) with the services'
+//! schemas from `migrations/`, and a capture (in-process) publishing their changes under a topic prefix of its own.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use cdc_capture::config::{Config as CaptureConfig, Secret, SnapshotMode, SourceConfig};
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+
+use crate::{repo_root, stack, unique_name, ScratchDb};
+
+/// Three migrated scratch databases and the capture streaming them.
+pub struct Sources {
+    pub users: ScratchDb,
+    pub catalog: ScratchDb,
+    pub orders: ScratchDb,
+    /// Topic prefix of this capture: topics are `<prefix>.<scratch database>.<table>`.
+    pub prefix: String,
+    /// A directory for this test's files.
+    pub dir: PathBuf,
+    capture: CancellationToken,
+}
+
+/// Applies `migrations/<service>/*.sql` in order.
+pub async fn migrate(db: &ScratchDb, service: &str) -> Result<()> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo_root().join("migrations").join(service))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+        .collect();
+    files.sort();
+    for f in files {
+        db.exec(&std::fs::read_to_string(&f)?).await?;
+    }
+    Ok(())
+}
+
+impl Sources {
+    /// Databases named after `name`, migrated, with a capture streaming them (tables matching `exclude` left out).
+    pub async fn start(name: &str, exclude: &[&str]) -> Result<Sources> {
+        let users = ScratchDb::create("USERS", &format!("{name}_users")).await?;
+        let catalog = ScratchDb::create("CATALOG", &format!("{name}_catalog")).await?;
+        let orders = ScratchDb::create("ORDERS", &format!("{name}_orders")).await?;
+        migrate(&users, "users").await?;
+        migrate(&catalog, "catalog").await?;
+        migrate(&orders, "orders").await?;
+        let prefix = unique_name(name);
+        let dir = std::env::temp_dir().join(&prefix);
+        std::fs::create_dir_all(&dir)?;
+        let mut config = CaptureConfig::default();
+        config.topic_prefix = prefix.clone();
+        config.state_dir = dir.join("capture-state");
+        config.listen = "127.0.0.1:0".parse()?;
+        config.checkpoint_interval = Duration::from_millis(50);
+        config.kafka.brokers = stack().var("KAFKA_BROKERS").to_owned();
+        let base: u32 = rand::rng().random_range(100_000..4_000_000);
+        for (i, (source, db)) in [("users", &users), ("catalog", &catalog), ("orders", &orders)].into_iter().enumerate() {
+            config.sources.push(SourceConfig {
+                name: source.into(),
+                url: Secret::new(db.capture_url()),
+                server_id: base + i as u32,
+                include: vec![],
+                exclude: exclude.iter().map(|e| e.to_string()).collect(),
+                snapshot: SnapshotMode::Initial,
+                snapshot_chunk_rows: 5000,
+                heartbeat_interval: Duration::from_millis(500),
+            });
+        }
+        let settings = config.validate()?;
+        let capture = CancellationToken::new();
+        let token = capture.clone();
+        tokio::spawn(async move {
+            if let Err(e) = cdc_capture::run(settings, token).await {
+                eprintln!("capture stopped: {e:#}");
+            }
+        });
+        Ok(Sources { users, catalog, orders, prefix, dir, capture })
+    }
+
+    /// Stops the capture and drops the databases.
+    pub async fn finish(self) -> Result<()> {
+        self.capture.cancel();
+        self.users.drop_db().await?;
+        self.catalog.drop_db().await?;
+        self.orders.drop_db().await
+    }
+}
