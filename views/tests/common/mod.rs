@@ -3,6 +3,8 @@
 //! databases.
 #![allow(dead_code)] // each test binary uses a part
 
+pub(crate) mod analytics;
+
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
