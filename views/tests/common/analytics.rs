@@ -455,7 +455,7 @@ impl DataSet {
             self.report()
                 .iter()
                 .map(|r| {
-                    let created = parse_datetime(&format!("{} {}", r.order.day, &r.order.time[..8])).expect("a valid time");
+                    let created = seconds(r.order.day, &r.order.time);
                     vec![
                         Cell::Int(r.order.id as i64),
                         Cell::Int(r.line.id as i64),
@@ -783,6 +783,12 @@ fn unescape(s: &str) -> String {
     out
 }
 
+/// An order's creation time (`day`, `time` with milliseconds) in whole seconds since the epoch, as ClickHouse's
+/// DateTime holds it.
+pub(crate) fn seconds(day: &str, time: &str) -> i64 {
+    parse_datetime(&format!("{day} {}", &time[..8])).expect("a valid time")
+}
+
 /// `YYYY-MM-DD hh:mm:ss` (UTC) in seconds since the epoch.
 fn parse_datetime(s: &str) -> Option<i64> {
     let (date, time) = s.split_once(' ')?;
@@ -802,6 +808,7 @@ fn parse_datetime(s: &str) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
+    #[allow(unused_imports)] // benches include this module with cfg(test) but without the test harness
     use super::*;
 
     #[test]

@@ -87,6 +87,11 @@ impl Pipeline {
 
     /// Starts a view process writing to a new ClickHouse database with a new consumer group.
     pub(crate) fn views(&self, label: &str) -> Result<Views> {
+        self.views_with(label, "batch_wait = \"20ms\"\n")
+    }
+
+    /// [`Pipeline::views`] with more configuration lines (TOML).
+    pub(crate) fn views_with(&self, label: &str, extra: &str) -> Result<Views> {
         let env = stack();
         let database = unique_name(label);
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
@@ -96,7 +101,7 @@ impl Pipeline {
             format!(
                 "brokers = \"{brokers}\"\ngroup = \"{database}\"\ntopic_prefix = \"{prefix}\"\nusers_db = \"{u}\"\n\
                  catalog_db = \"{c}\"\norders_db = \"{o}\"\nclickhouse_url = \"{ch}\"\ndatabase = \"{database}\"\n\
-                 listen = \"127.0.0.1:{port}\"\nbatch_wait = \"20ms\"\n",
+                 listen = \"127.0.0.1:{port}\"\n{extra}",
                 brokers = env.var("KAFKA_BROKERS"),
                 prefix = self.prefix,
                 u = self.users.name,
@@ -242,6 +247,11 @@ impl Views {
             self.database
         );
         Ok(client.query(&sql).fetch_all::<ReportRow>().await?)
+    }
+
+    /// Process id, while it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Output so far.
