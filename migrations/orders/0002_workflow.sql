@@ -1,6 +1,6 @@
 -- orders: the workflow's state. Orders carry their lines so that one change event holds everything the catalog
 -- needs to reserve stock for them.
-ALTER TABLE orders ADD COLUMN lines JSON NULL;
+ALTER TABLE orders ADD COLUMN items JSON NULL;
 
 -- Every status an order went through, with the change event that caused it (NULL for the API and timeouts).
 CREATE TABLE IF NOT EXISTS order_history (

@@ -242,7 +242,7 @@ async fn get_reservation(State(s): State<AppState>, Id(order_id): Id) -> Result<
 // ---------------------------------------------------------------------------------------------------------------
 // The workflow
 
-/// A line as the order row lists it (the `lines` JSON column).
+/// A line as the order row lists it (the `items` JSON column).
 #[derive(Debug, Deserialize)]
 struct OrderedLine {
     product_id: u64,
@@ -276,7 +276,7 @@ impl Handler for Reserve {
                     let decided: Option<String> =
                         tx.exec_first("SELECT status FROM reservations WHERE order_id = ?", (order_id,)).await?;
                     if decided.is_none() {
-                        let lines = after.get("lines").and_then(|v| v.as_str());
+                        let lines = after.get("items").and_then(|v| v.as_str());
                         decide(tx, order_id, lines, self.ttl_ms).await?;
                     }
                     Ok(())

@@ -38,7 +38,16 @@ impl Money {
 
     /// Parses a price: non-negative, at most two decimals, at most [`Money::PRICE_DIGITS`] integer digits.
     pub fn parse(text: &str) -> Result<Money, MoneyError> {
-        let d = Decimal::from_str(text.trim()).map_err(|_| MoneyError::Syntax(text.to_owned()))?;
+        let t = text.trim();
+        let digits = t.strip_prefix(['-', '+']).unwrap_or(t);
+        let plain = !digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+            && digits.bytes().filter(|&b| b == b'.').count() <= 1
+            && digits.bytes().any(|b| b.is_ascii_digit());
+        if !plain {
+            return Err(MoneyError::Syntax(text.to_owned()));
+        }
+        let d = Decimal::from_str(t).map_err(|_| MoneyError::Syntax(text.to_owned()))?;
         if d.is_sign_negative() && !d.is_zero() {
             return Err(MoneyError::Negative(text.to_owned()));
         }

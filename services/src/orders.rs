@@ -252,7 +252,7 @@ async fn create_order(State(s): State<AppState>, Body(new): Body<NewOrder>) -> R
     }
     let lines_json = serde_json::to_string(&new.lines).expect("lines serialize");
     tx.exec_drop(
-        "INSERT INTO orders (user_id, status, total, lines) VALUES (?, 'PENDING', ?, ?)",
+        "INSERT INTO orders (user_id, status, total, items) VALUES (?, 'PENDING', ?, ?)",
         (new.user_id, total.to_string(), lines_json),
     )
     .await?;

@@ -99,7 +99,7 @@ async fn pending_orders_time_out_and_reservations_expire() -> Result<()> {
     shop.orders.stop().await?;
     let lines = format!(r#"[{{"product_id":{product},"quantity":3}}]"#);
     let mut conn = shop.sources.orders.pool.get_conn().await?;
-    conn.exec_drop("INSERT INTO orders (user_id, status, total, lines) VALUES (?, 'PENDING', '30.00', ?)", (user, lines)).await?;
+    conn.exec_drop("INSERT INTO orders (user_id, status, total, items) VALUES (?, 'PENDING', '30.00', ?)", (user, lines)).await?;
     let id: u64 = conn.query_first("SELECT LAST_INSERT_ID()").await?.unwrap();
     conn.exec_drop("INSERT INTO order_lines (order_id, product_id, quantity, unit_price) VALUES (?, ?, 3, '10.00')", (id, product)).await?;
     drop(conn);
@@ -130,7 +130,9 @@ async fn a_consumer_stopped_between_its_commits_does_not_reserve_twice() -> Resu
     // The catalog reserved (database committed) and stopped before committing the offset.
     common::eventually_json(|| shop.reservation(id), |r| r["status"] == "RESERVED").await?;
     shop.catalog.stop().await?;
-    assert_eq!(shop.stock(product).await?, 7);
+    let stock: Option<u64> =
+        shop.sources.catalog.pool.get_conn().await?.exec_first("SELECT stock FROM products WHERE id = ?", (product,)).await?;
+    assert_eq!(stock, Some(7));
     let mut config = shop.catalog.config.clone();
     config.stop_before_offset_commit = None;
     shop.catalog = Svc::start(Service::Catalog, config).await?;

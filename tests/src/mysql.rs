@@ -45,9 +45,18 @@ impl ScratchDb {
         Ok(())
     }
 
-    /// Drops the database.
+    /// Drops the database, first ending other sessions that still use it (their open transactions would block the
+    /// DROP).
     pub async fn drop_db(self) -> Result<()> {
-        self.pool.get_conn().await?.query_drop(format!("DROP DATABASE `{}`", self.name)).await?;
+        let mut conn = self.pool.get_conn().await?;
+        let others: Vec<u64> = conn
+            .exec("SELECT id FROM information_schema.processlist WHERE db = ? AND id <> CONNECTION_ID()", (&self.name,))
+            .await?;
+        for id in others {
+            conn.query_drop(format!("KILL CONNECTION {id}")).await.ok(); // it may have ended meanwhile
+        }
+        conn.query_drop(format!("DROP DATABASE `{}`", self.name)).await?;
+        drop(conn);
         self.pool.disconnect().await?;
         Ok(())
     }

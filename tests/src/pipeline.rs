@@ -21,6 +21,7 @@ pub struct Sources {
     /// A directory for this test's files.
     pub dir: PathBuf,
     capture: CancellationToken,
+    capture_task: tokio::task::JoinHandle<()>,
 }
 
 /// Applies `migrations/<service>/*.sql` in order.
@@ -70,17 +71,21 @@ impl Sources {
         let settings = config.validate()?;
         let capture = CancellationToken::new();
         let token = capture.clone();
-        tokio::spawn(async move {
+        let capture_task = tokio::spawn(async move {
             if let Err(e) = cdc_capture::run(settings, token).await {
                 eprintln!("capture stopped: {e:#}");
             }
         });
-        Ok(Sources { users, catalog, orders, prefix, dir, capture })
+        Ok(Sources { users, catalog, orders, prefix, dir, capture, capture_task })
     }
 
-    /// Stops the capture and drops the databases.
+    /// Stops the capture (waiting until its connections are closed: an open snapshot transaction would block the
+    /// DROP) and drops the databases.
     pub async fn finish(self) -> Result<()> {
         self.capture.cancel();
+        if tokio::time::timeout(Duration::from_secs(30), self.capture_task).await.is_err() {
+            eprintln!("the capture did not stop within 30 s of its cancellation; dropping its databases anyway");
+        }
         self.users.drop_db().await?;
         self.catalog.drop_db().await?;
         self.orders.drop_db().await
