@@ -397,3 +397,169 @@ fn docker_compose_accepts_the_file() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// The project's services built from the repository's Dockerfile, with the port of their `/metrics` and `/health`.
+const APP_SERVICES: [(&str, u16); 2] = [("capture", 9090), ("views", 9091)];
+
+/// `depends_on` of a service as (service, condition); the short list form means `service_started`.
+fn depends_on(service: &Value) -> BTreeMap<String, String> {
+    match service.get("depends_on") {
+        None | Some(Value::Null) => BTreeMap::new(),
+        Some(Value::Sequence(names)) => names.iter().map(|n| (scalar(n), "service_started".to_owned())).collect(),
+        Some(Value::Mapping(entries)) => entries
+            .iter()
+            .map(|(name, spec)| {
+                let condition = spec.get("condition").map(scalar).unwrap_or_else(|| "service_started".into());
+                (scalar(name), condition)
+            })
+            .collect(),
+        Some(other) => panic!("`depends_on` must be a list or a mapping, found {other:?}"),
+    }
+}
+
+/// The option paths of an example TOML file (`key`, `section.key`, and `section` for every `[section]` or
+/// `[[section]]`), for checking that environment overrides name real options.
+fn example_options(path: &str) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(repo_root().join(path)).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    let mut section = String::new();
+    let mut options = BTreeSet::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        if line.starts_with('[') {
+            section = line.trim_matches(['[', ']']).to_owned();
+            options.insert(section.clone());
+        } else if let Some((key, _)) = line.split_once('=') {
+            let key = key.trim().trim_matches('"');
+            options.insert(if section.is_empty() { key.to_owned() } else { format!("{section}.{key}") });
+        }
+    }
+    options
+}
+
+#[test]
+fn capture_and_views_are_built_from_the_repository_dockerfile() {
+    let doc = compose_file();
+    let dockerfile = std::fs::read_to_string(repo_root().join("Dockerfile")).expect("a Dockerfile at the repository root");
+    let stages: Vec<&str> =
+        dockerfile.lines().map(str::trim).filter(|l| l.to_ascii_uppercase().starts_with("FROM ")).collect();
+    assert!(stages.len() >= 2, "the Dockerfile should build in one stage and run in another: {stages:?}");
+    assert!(stages[0].contains("rust:1"), "the build stage should start from rust:1: {}", stages[0]);
+    assert!(stages[stages.len() - 1].contains("debian:bookworm-slim"), "the runtime stage: {}", stages[stages.len() - 1]);
+
+    for (name, port) in APP_SERVICES {
+        let app = service(&doc, name);
+        let build = app.get("build").unwrap_or_else(|| panic!("`{name}` is not built from the repository"));
+        let (context, file) = match build {
+            Value::String(context) => (context.clone(), "Dockerfile".to_owned()),
+            _ => (
+                build.get("context").map(scalar).unwrap_or_else(|| panic!("`{name}` build has no context")),
+                build.get("dockerfile").map(scalar).unwrap_or_else(|| "Dockerfile".into()),
+            ),
+        };
+        assert_eq!(context.trim_end_matches('/'), ".", "`{name}` builds from the repository root");
+        assert_eq!(file, "Dockerfile", "`{name}` builds the repository's Dockerfile");
+        assert!(
+            dockerfile.contains(&format!("target/release/{name}")),
+            "the Dockerfile does not install the `{name}` binary"
+        );
+
+        let argv = argv(app);
+        assert_eq!(argv.first().map(String::as_str), Some(name), "`{name}` runs {argv:?}");
+        assert!(app.get("restart").is_some(), "`{name}` has no restart policy");
+
+        let env = environment(app);
+        let listen_key = format!("CDC_{}_LISTEN", name.to_ascii_uppercase());
+        let listen = env.get(&listen_key).unwrap_or_else(|| panic!("`{name}` sets no {listen_key}"));
+        assert_eq!(listen, &format!("0.0.0.0:{port}"), "`{name}` must listen beyond the container's loopback");
+        let check = healthcheck(name, app);
+        assert!(
+            check.contains(&format!("127.0.0.1:{port}/health")) || check.contains(&format!("localhost:{port}/health")),
+            "`{name}` healthcheck should ask its own /health on {port}: {check}"
+        );
+        let tool = check.split_whitespace().find(|w| ["curl", "wget"].contains(w));
+        if let Some(tool) = tool {
+            assert!(dockerfile.contains(tool), "`{name}` checks its health with {tool}, which the image does not install");
+        }
+    }
+}
+
+#[test]
+fn capture_reads_every_mysql_server_with_the_account_their_init_creates() {
+    let doc = compose_file();
+    let capture = service(&doc, "capture");
+    let env = environment(capture);
+    assert_eq!(env.get("CDC_CAPTURE_KAFKA__BROKERS").map(String::as_str), Some("kafka:9092"), "the broker's network listener");
+    let state_dir = env.get("CDC_CAPTURE_STATE_DIR").expect("CDC_CAPTURE_STATE_DIR is set, so the checkpoints' place is known");
+    assert_named_volume(&doc, "capture", state_dir);
+
+    let sources = env.get("CDC_CAPTURE_SOURCES").expect("CDC_CAPTURE_SOURCES lists the servers");
+    let urls: Vec<&str> = sources.split("url=\"").skip(1).filter_map(|rest| rest.split('"').next()).collect();
+    let ids: Vec<u32> = sources
+        .split("server_id=")
+        .skip(1)
+        .map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next().unwrap_or_default().parse().expect("a numeric server_id"))
+        .collect();
+    assert_eq!((urls.len(), ids.len()), (MYSQL_SERVICES.len(), MYSQL_SERVICES.len()), "one source per server: {sources}");
+    let conditions = depends_on(capture);
+    for (name, database) in MYSQL_SERVICES {
+        let server = service(&doc, name);
+        let server_env = environment(server);
+        let password = server_env
+            .get("CAPTURE_MYSQL_PASSWORD")
+            .unwrap_or_else(|| panic!("`{name}` gets no CAPTURE_MYSQL_PASSWORD for the capture account"));
+        let url = format!("mysql://cdc_capture:{password}@{name}:3306/{database}");
+        assert!(urls.contains(&url.as_str()), "no capture source {url} in {urls:?}");
+
+        let server_id = options(&argv(server)).get("server-id").cloned().unwrap_or_default();
+        assert!(!ids.iter().any(|id| id.to_string() == server_id), "a capture server_id equals `{name}`'s --server-id");
+
+        // The init script: the account and its privileges, passed to mysqld as --init-file.
+        let script = argv(server).join(" ");
+        assert!(script.contains("--init-file="), "`{name}` does not hand mysqld an init file");
+        assert!(script.contains("CREATE USER IF NOT EXISTS 'cdc_capture'@'%'"), "`{name}` does not create cdc_capture");
+        let grant = script
+            .lines()
+            .find(|l| l.contains("GRANT") && l.contains("'cdc_capture'"))
+            .unwrap_or_else(|| panic!("`{name}` grants cdc_capture nothing"));
+        for privilege in ["REPLICATION SLAVE", "REPLICATION CLIENT", "SELECT"] {
+            assert!(grant.contains(privilege) && grant.contains("ON *.*"), "`{name}`: {grant} lacks {privilege} ON *.*");
+        }
+        assert_eq!(conditions.get(name).map(String::as_str), Some("service_healthy"), "capture waits for `{name}`");
+    }
+    let mut unique = ids.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "capture server ids must differ: {ids:?}");
+    assert_eq!(conditions.get("kafka").map(String::as_str), Some("service_healthy"), "capture waits for kafka");
+
+    let known = example_options("capture/capture.example.toml");
+    for key in env.keys().filter_map(|k| k.strip_prefix("CDC_CAPTURE_")) {
+        let option = key.to_ascii_lowercase().replace("__", ".");
+        assert!(known.contains(&option), "CDC_CAPTURE_{key} is no option of capture.example.toml");
+    }
+}
+
+#[test]
+fn views_writes_to_clickhouse_as_the_views_user() {
+    let doc = compose_file();
+    let views = service(&doc, "views");
+    let env = environment(views);
+    let clickhouse_env = environment(service(&doc, "clickhouse"));
+    let expected = [
+        ("CDC_VIEWS_BROKERS", "kafka:9092"),
+        ("CDC_VIEWS_CLICKHOUSE_URL", "http://clickhouse:8123"),
+        ("CDC_VIEWS_CLICKHOUSE_USER", "views"),
+        ("CDC_VIEWS_DATABASE", "reporting"),
+        ("CDC_VIEWS_CLICKHOUSE_PASSWORD", clickhouse_env.get("CLICKHOUSE_WRITER_PASSWORD").expect("a writer password").as_str()),
+    ];
+    for (key, value) in expected {
+        assert_eq!(env.get(key).map(String::as_str), Some(value), "views: {key}");
+    }
+    let conditions = depends_on(views);
+    for dependency in ["kafka", "clickhouse"] {
+        assert_eq!(conditions.get(dependency).map(String::as_str), Some("service_healthy"), "views waits for `{dependency}`");
+    }
+    let known = example_options("views/views.example.toml");
+    for key in env.keys().filter_map(|k| k.strip_prefix("CDC_VIEWS_")) {
+        assert!(known.contains(&key.to_ascii_lowercase()), "CDC_VIEWS_{key} is no option of views.example.toml");
+    }
+}

@@ -40,6 +40,9 @@ pub struct Config {
     /// Longest wait for more events before applying a batch. Default `50ms`.
     #[serde(with = "humantime_serde")]
     pub batch_wait: Duration,
+    /// Longest time the broker may hold a fetch that finds no new events (`fetch.wait.max.ms`). Default `25ms`.
+    #[serde(with = "humantime_serde")]
+    pub fetch_wait: Duration,
 }
 
 impl Default for Config {
@@ -58,6 +61,7 @@ impl Default for Config {
             listen: "127.0.0.1:9091".parse().expect("valid"),
             batch_max_events: 20_000,
             batch_wait: Duration::from_millis(50),
+            fetch_wait: Duration::from_millis(25),
         }
     }
 }
@@ -99,7 +103,8 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        figment.merge(Env::prefixed("CDC_VIEWS_")).extract().map_err(|e| ConfigError(e.to_string()))
+        // CDC_VIEWS_CONFIG names the file (see main.rs); it is not an option.
+        figment.merge(Env::prefixed("CDC_VIEWS_").ignore(&["config"])).extract().map_err(|e| ConfigError(e.to_string()))
     }
 
     /// Checks what can be checked without servers.
@@ -126,5 +131,19 @@ impl Config {
             lines: format!("{p}.{}.order_lines", self.orders_db),
         };
         Ok(Settings { config: self, topics })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_holds_every_option_with_its_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("views.example.toml");
+        let example: Config = Figment::from(Toml::file(&path)).extract().expect("the example parses on its own");
+        let defaults = Config::default();
+        assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
+        assert!(example.validate().is_ok());
     }
 }
