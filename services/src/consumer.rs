@@ -4,7 +4,7 @@
 //! 1. one local transaction: look up the newest source position already applied for the message's topic and key
 //!    (`applied_events`, row-locked); if the event is not newer, it is a redelivery or a replay and changes nothing;
 //!    else apply the handler's effect and record the event's position, then commit;
-//! 2. only then commit the message's Kafka offset.
+//! 2. only then commit the message's Kafka offset (offsets of applied messages are committed together every 100 ms).
 //!
 //! A crash between 1 and 2 redelivers the message; step 1 then finds its position and skips it. Per-key order holds
 //! because the capture partitions by primary key and one consumer applies a partition in order. An event that can
@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -121,19 +121,71 @@ pub async fn run<H: Handler>(
         .set("auto.offset.reset", "earliest")
         // Topics appear when the capture first sees a change of their table: pick them up quickly.
         .set("topic.metadata.refresh.interval.ms", "2000")
+        // A workflow step waits for this consumer: do not let an empty fetch sit at the broker for long (tansu
+        // answers a fetch only when this wait is over if no data was there at its start).
+        .set("fetch.wait.max.ms", "20")
         .create()?;
+    let consumer = Arc::new(consumer);
     let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     tracing::info!(topics = ?topics, group = %config.name, "consuming");
     metrics.set_problem(None);
+    let committed: Arc<Mutex<HashMap<(String, i32), i64>>> = Arc::default();
+    let lag = tokio::spawn(measure_lag(consumer.clone(), committed.clone(), metrics.clone(), shutdown.clone()));
+    let result = consume(&pool, &config, &consumer, handler, &metrics, &shutdown, &committed).await;
+    lag.abort();
+    result
+}
+
+/// Consumer lag every 5 s: the brokers' high watermarks against what is committed (a round trip per partition, so
+/// off the consuming loop).
+async fn measure_lag(
+    consumer: Arc<StreamConsumer>,
+    committed: Arc<Mutex<HashMap<(String, i32), i64>>>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let partitions: Vec<((String, i32), i64)> =
+            committed.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (k.clone(), *v)).collect();
+        for ((topic, partition), offset) in partitions {
+            let c = consumer.clone();
+            let t = topic.clone();
+            let marks = tokio::task::spawn_blocking(move || c.fetch_watermarks(&t, partition, Duration::from_secs(1))).await;
+            if let Ok(Ok((_, high))) = marks {
+                metrics.consumer_lag(&topic, partition, (high - offset - 1).max(0));
+            }
+        }
+    }
+}
+
+async fn consume<H: Handler>(
+    pool: &Pool,
+    config: &ConsumerConfig,
+    consumer: &StreamConsumer,
+    handler: Arc<H>,
+    metrics: &Arc<Metrics>,
+    shutdown: &CancellationToken,
+    committed: &Mutex<HashMap<(String, i32), i64>>,
+) -> Result<()> {
     let mut applied_count = 0_u64;
-    let mut committed: HashMap<(String, i32), i64> = HashMap::new();
-    let mut last_lag_check = Instant::now();
+    // Offsets of applied messages not yet committed: committed together every COMMIT_EVERY (a crash in between only
+    // redelivers messages whose positions are recorded, which are skipped).
+    let mut uncommitted: HashMap<(String, i32), i64> = HashMap::new();
+    let mut last_commit = Instant::now();
     loop {
         let received = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return Ok(()),
-            r = tokio::time::timeout(Duration::from_secs(5), consumer.recv()) => r,
+            _ = shutdown.cancelled() => {
+                commit(consumer, &mut uncommitted, committed, CommitMode::Sync);
+                return Ok(());
+            }
+            r = tokio::time::timeout(COMMIT_EVERY, consumer.recv()) => r,
         };
         let message = match received {
             Err(_) => None,
@@ -150,12 +202,13 @@ pub async fn run<H: Handler>(
                 match serde_json::from_slice::<ChangeEvent>(payload) {
                     Ok(event) => {
                         let incoming = Incoming { topic: topic.clone(), partition, offset, key, event };
-                        if !apply_once(&pool, &config.name, handler.as_ref(), &incoming, payload, &metrics, &shutdown).await? {
+                        if !apply_once(pool, &config.name, handler.as_ref(), &incoming, payload, metrics, shutdown).await? {
+                            commit(consumer, &mut uncommitted, committed, CommitMode::Sync);
                             return Ok(()); // shut down while retrying
                         }
                     }
                     Err(e) => {
-                        dead_letter(&pool, &config.name, &topic, partition, offset, &format!("not a change event: {e}"), payload, &metrics, &shutdown)
+                        dead_letter(pool, &config.name, &topic, partition, offset, &format!("not a change event: {e}"), payload, metrics, shutdown)
                             .await?
                     }
                 }
@@ -165,21 +218,37 @@ pub async fn run<H: Handler>(
                 tracing::warn!(topic, partition, offset, "stopping before the offset commit (fault injection)");
                 return Ok(());
             }
-            let mut list = TopicPartitionList::new();
-            list.add_partition_offset(&topic, partition, Offset::Offset(offset + 1))?;
-            consumer.commit(&list, CommitMode::Async)?;
-            committed.insert((topic, partition), offset);
+            uncommitted.insert((topic, partition), offset);
         }
-        if last_lag_check.elapsed() >= Duration::from_secs(5) {
-            last_lag_check = Instant::now();
-            for ((topic, partition), offset) in &committed {
-                let marks =
-                    tokio::task::block_in_place(|| consumer.fetch_watermarks(topic, *partition, Duration::from_secs(1)));
-                if let Ok((_, high)) = marks {
-                    metrics.consumer_lag(topic, *partition, (high - offset - 1).max(0));
-                }
-            }
+        if last_commit.elapsed() >= COMMIT_EVERY {
+            commit(consumer, &mut uncommitted, committed, CommitMode::Async);
+            last_commit = Instant::now();
         }
+    }
+}
+
+/// How often the offsets of applied messages are committed.
+const COMMIT_EVERY: Duration = Duration::from_millis(100);
+
+/// Commits the next offset of every partition with applied messages.
+fn commit(
+    consumer: &StreamConsumer,
+    uncommitted: &mut HashMap<(String, i32), i64>,
+    committed: &Mutex<HashMap<(String, i32), i64>>,
+    mode: CommitMode,
+) {
+    if uncommitted.is_empty() {
+        return;
+    }
+    let mut list = TopicPartitionList::new();
+    for ((topic, partition), offset) in uncommitted.iter() {
+        if let Err(e) = list.add_partition_offset(topic, *partition, Offset::Offset(offset + 1)) {
+            tracing::warn!(error = %e, "offset not committed; its messages will be redelivered and skipped");
+        }
+    }
+    match consumer.commit(&list, mode) {
+        Ok(()) => committed.lock().unwrap_or_else(|e| e.into_inner()).extend(uncommitted.drain()),
+        Err(e) => tracing::warn!(error = %e, "offset commit failed; retried with the next commit"),
     }
 }
 
