@@ -1,4 +1,5 @@
-# The pipeline's binaries in one image: `capture` (binlog to Kafka) and `views` (Kafka to ClickHouse).
+# The pipeline's binaries in one image: `capture` (binlog to Kafka), `views` (Kafka to ClickHouse) and the REST
+# services `users`, `catalog` and `orders`.
 # docker-compose.yml builds it once and runs each binary as its own service:
 #
 #   docker compose build            # or: docker build -t shop-cdc .
@@ -12,10 +13,10 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 # librdkafka is built from source by the rdkafka crate (bundled); the image already has a C toolchain, make and perl.
 COPY . .
-RUN cargo build --release --locked -p cdc-capture -p cdc-views --bins \
+RUN cargo build --release --locked -p cdc-capture -p cdc-views -p cdc-services --bins \
     && mkdir -p /out \
-    && cp target/release/capture target/release/views /out/ \
-    && strip /out/capture /out/views
+    && cp target/release/capture target/release/views target/release/users target/release/catalog target/release/orders /out/ \
+    && strip /out/*
 
 FROM debian:bookworm-slim
 # ca-certificates for TLS endpoints, curl for the health checks.
@@ -25,12 +26,12 @@ RUN apt-get update \
     && useradd --system --uid 10001 --home-dir /var/lib/cdc --create-home cdc \
     && mkdir -p /var/lib/cdc/capture \
     && chown -R cdc:cdc /var/lib/cdc
-COPY --from=build /out/capture /out/views /usr/local/bin/
+COPY --from=build /out/ /usr/local/bin/
 USER cdc
 WORKDIR /var/lib/cdc
 # The capture's checkpoints: keep them on a volume (docker-compose.yml does).
 VOLUME ["/var/lib/cdc/capture"]
-# Metrics and health: capture 9090, views 9091 (when listening on 0.0.0.0).
-EXPOSE 9090 9091
+# Metrics and health: capture 9090, views 9091, users 8081, catalog 8082, orders 8083 (as docker-compose.yml sets).
+EXPOSE 9090 9091 8081 8082 8083
 ENV RUST_LOG=info
 CMD ["capture", "--help"]

@@ -563,3 +563,37 @@ fn views_writes_to_clickhouse_as_the_views_user() {
         assert!(known.contains(&key.to_ascii_lowercase()), "CDC_VIEWS_{key} is no option of views.example.toml");
     }
 }
+
+#[test]
+fn services_run_on_their_own_database_with_the_account_the_image_creates() {
+    let doc = compose_file();
+    let dockerfile = std::fs::read_to_string(repo_root().join("Dockerfile")).expect("a Dockerfile");
+    for (name, port, consumes) in [("users", 8081, false), ("catalog", 8082, true), ("orders", 8083, true)] {
+        let app = service(&doc, name);
+        assert_eq!(argv(app).first().map(String::as_str), Some(name), "`{name}` runs its own binary");
+        assert!(dockerfile.contains(&format!("target/release/{name}")), "the Dockerfile does not install `{name}`");
+        let env = environment(app);
+        assert_eq!(env.get("SERVICE_LISTEN"), Some(&format!("0.0.0.0:{port}")), "`{name}` listens beyond loopback");
+        let mysql = service(&doc, &format!("mysql-{name}"));
+        let server_env = environment(mysql);
+        let user = server_env.get("MYSQL_USER").unwrap_or_else(|| panic!("mysql-{name} creates no app account"));
+        let password = server_env.get("MYSQL_PASSWORD").expect("an app password");
+        assert_eq!(server_env.get("MYSQL_DATABASE").map(String::as_str), Some(name));
+        assert_eq!(
+            env.get("SERVICE_MYSQL_URL"),
+            Some(&format!("mysql://{user}:{password}@mysql-{name}:3306/{name}")),
+            "`{name}` uses its own database with the account mysql-{name} creates"
+        );
+        let conditions = depends_on(app);
+        assert_eq!(conditions.get(&format!("mysql-{name}")).map(String::as_str), Some("service_healthy"));
+        if consumes {
+            assert_eq!(env.get("KAFKA_BROKERS").map(String::as_str), Some("kafka:9092"), "`{name}` consumes change topics");
+            assert_eq!(conditions.get("kafka").map(String::as_str), Some("service_healthy"));
+        }
+        let check = healthcheck(name, app);
+        assert!(check.contains(&format!("127.0.0.1:{port}/health")), "`{name}` healthcheck: {check}");
+    }
+    let capture = environment(service(&doc, "capture"));
+    let sources = capture.get("CDC_CAPTURE_SOURCES").expect("capture sources");
+    assert_eq!(sources.matches("exclude=[\"*.applied_events\", \"*.known_*\"]").count(), 3, "the services' bookkeeping is not captured: {sources}");
+}
