@@ -12,77 +12,28 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use cdc_capture::config::{Config as CaptureConfig, Secret, SnapshotMode, SourceConfig};
-use cdc_tests::{repo_root, stack, unique_name, ScratchDb};
+use cdc_tests::{stack, unique_name, Sources};
 use mysql_async::prelude::*;
-use rand::Rng;
 use serde::Deserialize;
-use tokio_util::sync::CancellationToken;
 
 pub(crate) const DEADLINE: Duration = Duration::from_secs(120);
 
-/// The pipeline of one test.
+/// The pipeline of one test: the sources with their capture ([`Sources`]) and view processes.
 pub(crate) struct Pipeline {
-    pub(crate) users: ScratchDb,
-    pub(crate) catalog: ScratchDb,
-    pub(crate) orders: ScratchDb,
-    pub(crate) prefix: String,
-    capture: CancellationToken,
-    dir: PathBuf,
+    sources: Sources,
 }
 
-async fn migrate(db: &ScratchDb, service: &str) -> Result<()> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(repo_root().join("migrations").join(service))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "sql"))
-        .collect();
-    files.sort();
-    for f in files {
-        db.exec(&std::fs::read_to_string(&f)?).await?;
+impl std::ops::Deref for Pipeline {
+    type Target = Sources;
+    fn deref(&self) -> &Sources {
+        &self.sources
     }
-    Ok(())
 }
 
 impl Pipeline {
     /// Databases with the services' schemas, and a capture streaming them.
     pub(crate) async fn start(name: &str) -> Result<Pipeline> {
-        let users = ScratchDb::create("USERS", &format!("{name}_users")).await?;
-        let catalog = ScratchDb::create("CATALOG", &format!("{name}_catalog")).await?;
-        let orders = ScratchDb::create("ORDERS", &format!("{name}_orders")).await?;
-        migrate(&users, "users").await?;
-        migrate(&catalog, "catalog").await?;
-        migrate(&orders, "orders").await?;
-        let prefix = unique_name(name);
-        let dir = std::env::temp_dir().join(&prefix);
-        std::fs::create_dir_all(&dir)?;
-        let mut config = CaptureConfig::default();
-        config.topic_prefix = prefix.clone();
-        config.state_dir = dir.join("capture-state");
-        config.listen = "127.0.0.1:0".parse()?;
-        config.checkpoint_interval = Duration::from_millis(50);
-        config.kafka.brokers = stack().var("KAFKA_BROKERS").to_owned();
-        let base: u32 = rand::rng().random_range(100_000..4_000_000);
-        for (i, (source, db)) in [("users", &users), ("catalog", &catalog), ("orders", &orders)].into_iter().enumerate() {
-            config.sources.push(SourceConfig {
-                name: source.into(),
-                url: Secret::new(db.capture_url()),
-                server_id: base + i as u32,
-                include: vec![],
-                exclude: vec![],
-                snapshot: SnapshotMode::Initial,
-                snapshot_chunk_rows: 5000,
-                heartbeat_interval: Duration::from_millis(500),
-            });
-        }
-        let settings = config.validate()?;
-        let capture = CancellationToken::new();
-        let token = capture.clone();
-        tokio::spawn(async move {
-            if let Err(e) = cdc_capture::run(settings, token).await {
-                eprintln!("capture stopped: {e:#}");
-            }
-        });
-        Ok(Pipeline { users, catalog, orders, prefix, capture, dir })
+        Ok(Pipeline { sources: Sources::start(name, &[]).await? })
     }
 
     /// Starts a view process writing to a new ClickHouse database with a new consumer group.
@@ -168,10 +119,7 @@ impl Pipeline {
 
     /// Stops the capture and drops the databases.
     pub(crate) async fn finish(self) -> Result<()> {
-        self.capture.cancel();
-        self.users.drop_db().await?;
-        self.catalog.drop_db().await?;
-        self.orders.drop_db().await
+        self.sources.finish().await
     }
 }
 
