@@ -5,10 +5,12 @@
 //!   `ts_ms`, `transaction`), and [`Row`]/[`Value`], the column values inside it;
 //! - [`Op`], the operation, mapped to `c`/`u`/`d`/`r`/`t` only in this module;
 //! - [`TableId`] and [`topic_name`], the one function that names topics;
-//! - [`SourceOrder`], a total order of positions within one source, which consumers use as a row version.
+//! - [`SourceOrder`], a total order of positions within one source, which consumers use as a row version;
+//! - [`ChangeEventRef`] and the [`json`] writers: the envelope encoded straight into a reused buffer from borrowed
+//!   parts, byte for byte what serde_json writes for the owned types (producers use it; consumers deserialize).
 //!
-//! The crate does no I/O. Serialization is hand-tuned: a [`Row`] shares its column names with every other row of the
-//! same table, so encoding an event allocates only its output buffer.
+//! The crate does no I/O. A [`Row`] shares its column names with every other row of the same table, so encoding an
+//! event allocates nothing but its output buffer.
 
 use std::fmt;
 use std::sync::Arc;
@@ -16,6 +18,10 @@ use std::sync::Arc;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
+
+pub mod json;
+
+pub use json::{ChangeEventRef, ColumnKeys, EncodedSource, RowRef, SourceBlock, SourceRef, TransactionRef};
 
 /// The operation an event records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
