@@ -7,6 +7,9 @@
 //! 3. end to end: the capture binary from a checkpoint before the load until its checkpoint passes the load's end
 //!    (binlog read, decoded, produced, acknowledged, checkpointed), and its peak RSS;
 //! 4. one 1,000,000-row transaction through the capture, with its peak RSS.
+//!
+//! With `CDC_BENCH_EVENTS=<file>` it also records the load's binlog events there, for the `decode` bench (which
+//! needs no stack and runs under a profiler).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -149,6 +152,20 @@ async fn baseline(brokers: &str, records: &[Record]) -> Result<f64> {
     Ok(began.elapsed().as_secs_f64())
 }
 
+/// Writes `events` as a binlog file, and the database and start position beside it (`<path>.json`).
+fn record_events(path: &Path, events: &[mysql_async::binlog::events::Event], db: &str, start: &BinlogPosition) -> Result<()> {
+    use mysql_common::binlog::consts::BinlogVersion;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    mysql_common::binlog::BinlogFileHeader.write(BinlogVersion::Version4, &mut out)?;
+    for event in events {
+        event.write(BinlogVersion::Version4, &mut out)?;
+    }
+    std::io::Write::flush(&mut out)?;
+    let meta = serde_json::json!({ "db": db, "file": start.file, "pos": start.pos });
+    std::fs::write(path.with_extension("json"), serde_json::to_vec(&meta)?)?;
+    Ok(())
+}
+
 /// Peak RSS (VmHWM) of a process in MB.
 fn peak_rss_mb(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -183,6 +200,10 @@ async fn main() -> Result<()> {
     let db = ScratchDb::create("USERS", "bench").await?;
     let (start, end, gtid) = load(&db).await?;
     let events = fetch(&db.capture_url(), &start, &end).await?;
+    if let Ok(path) = std::env::var("CDC_BENCH_EVENTS") {
+        record_events(Path::new(&path), &events, &db.name, &start)?;
+        println!("recorded {} binlog events in {path}", events.len());
+    }
     let (records, decode_s) = decode(&events, &db.name, &start)?;
     let rows = records.iter().filter(|r| r.value.is_some()).count();
     println!("| decode only (binlog events to envelope JSON, 1 core) | {rows} row events | {:.3} s | {:.0} row events/s |", decode_s, rows as f64 / decode_s);

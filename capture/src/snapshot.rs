@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 
-use cdc_contract::{topic_name, ChangeEvent, Op, Row, SnapshotMarker, Source, TableId, Value};
+use cdc_contract::{topic_name, ChangeEvent, ColumnKeys, Op, Row, SnapshotMarker, Source, TableId, Value};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Pool};
 use tokio::sync::mpsc;
@@ -114,7 +114,8 @@ pub async fn run(
             _ => None,
         };
         let names: Arc<[Arc<str>]> = columns.iter().map(|c| Arc::<str>::from(c.name.as_str())).collect();
-        let ctx = TableContext { source: name, server_id, table, start: &start, columns: &columns, names, pk: &pk };
+        let keys = ColumnKeys::new(&names);
+        let ctx = TableContext { source: name, server_id, table, start: &start, columns: &columns, names, keys, pk: &pk };
         let label_arc: Arc<str> = label.clone().into();
         let topic: Arc<str> = topic_name(&settings.topic_prefix, table).into();
         loop {
@@ -175,7 +176,7 @@ pub async fn run(
         Some((mut batch, mut event)) => {
             event.source.snapshot = SnapshotMarker::Last;
             if let Some(record) = batch.records.last_mut() {
-                record.value = Some(serde_json::to_vec(&event).expect("json"));
+                record.value = Some(event.to_json());
             }
             batch.checkpoint = Some(done);
             send(tx, name, batch).await?;
@@ -201,6 +202,8 @@ struct TableContext<'a> {
     start: &'a BinlogPosition,
     columns: &'a [SchemaColumn],
     names: Arc<[Arc<str>]>,
+    /// `names` encoded as JSON keys, for record keys.
+    keys: ColumnKeys,
     pk: &'a [usize],
 }
 
@@ -208,7 +211,7 @@ impl TableContext<'_> {
     fn record(&self, topic: &Arc<str>, label: &Arc<str>, values: Vec<Value>, row: u64, ts_ms: i64) -> (Record, ChangeEvent) {
         debug_assert_eq!(values.len(), self.columns.len());
         let after = Row { columns: self.names.clone(), values };
-        let key = key_of(self.pk, Some(&after));
+        let key = key_of(self.pk, &self.keys, Some(&after.values));
         let event = ChangeEvent {
             before: None,
             after: Some(after),
@@ -233,7 +236,7 @@ impl TableContext<'_> {
             topic: topic.clone(),
             route: Route::ByKey,
             key,
-            value: Some(serde_json::to_vec(&event).expect("json")),
+            value: Some(event.to_json()),
             op: Some((label.clone(), Op::Read)),
         };
         (record, event)

@@ -69,7 +69,11 @@ impl Charset {
     /// Decodes text in this charset. [`Charset::Binary`] is decoded as lossy UTF-8 here (callers base64 it).
     pub(crate) fn decode<'a>(self, bytes: &'a [u8]) -> Cow<'a, str> {
         match self {
-            Charset::Utf8 | Charset::Other | Charset::Binary => String::from_utf8_lossy(bytes),
+            // `from_utf8` validates valid text faster than the lossy decoder; only invalid bytes take the slow path.
+            Charset::Utf8 | Charset::Other | Charset::Binary => match std::str::from_utf8(bytes) {
+                Ok(s) => Cow::Borrowed(s),
+                Err(_) => String::from_utf8_lossy(bytes),
+            },
             Charset::Latin1 => match std::str::from_utf8(bytes) {
                 Ok(s) if s.is_ascii() => Cow::Borrowed(s),
                 _ => Cow::Owned(bytes.iter().map(|&b| cp1252(b)).collect()),

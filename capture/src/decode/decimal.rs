@@ -31,6 +31,13 @@ fn group_bytes(digits: usize) -> usize {
 
 /// Decodes `bytes` (exactly [`binary_size`] long) into e.g. `"-12.30"`; the fraction always has `scale` digits.
 pub(crate) fn decode(bytes: &[u8], precision: u8, scale: u8) -> Result<String, &'static str> {
+    let mut out = String::new();
+    decode_into(bytes, precision, scale, &mut out)?;
+    Ok(out)
+}
+
+/// [`decode`], appending to `out` (nothing on error).
+pub(crate) fn decode_into(bytes: &[u8], precision: u8, scale: u8, out: &mut String) -> Result<(), &'static str> {
     if !valid_definition(precision, scale) {
         return Err("invalid decimal precision or scale");
     }
@@ -73,7 +80,6 @@ pub(crate) fn decode(bytes: &[u8], precision: u8, scale: u8) -> Result<String, &
         n_int += digits;
     }
 
-    let mut out = String::with_capacity(n_int + frac + 2);
     let int_part = &int_digits[..n_int];
     let first_nonzero = int_part.iter().position(|&d| d != b'0').unwrap_or(int_part.len());
     let int_part = &int_part[first_nonzero..];
@@ -96,19 +102,20 @@ pub(crate) fn decode(bytes: &[u8], precision: u8, scale: u8) -> Result<String, &
         n_frac += trail;
     }
 
+    out.reserve(int_part.len().max(1) + n_frac + 2);
     if negative && any_nonzero {
         out.push('-');
     }
     if int_part.is_empty() {
         out.push('0');
     } else {
-        out.extend(int_part.iter().map(|&d| char::from(d)));
+        out.push_str(std::str::from_utf8(int_part).unwrap_or_default());
     }
     if n_frac > 0 {
         out.push('.');
-        out.extend(frac_digits[..n_frac].iter().map(|&d| char::from(d)));
+        out.push_str(std::str::from_utf8(&frac_digits[..n_frac]).unwrap_or_default());
     }
-    Ok(out)
+    Ok(())
 }
 
 /// One big-endian digit group holding `digits` decimal digits.

@@ -57,6 +57,6 @@ mod test_support;
 pub use error::DecodeError;
 pub use layout::TableLayout;
 pub use protocol::protocol_value;
-pub use rows::{decode_rows, RowImage};
+pub use rows::{decode_rows, decode_rows_pooled, ImagePool, RowImage};
 pub use schema::SchemaColumn;
 pub use table_map::ServerFlavor;

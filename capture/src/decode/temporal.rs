@@ -207,13 +207,34 @@ pub(crate) fn timestamp2(bytes: &[u8], fsp: u8) -> Option<(u32, u32)> {
 /// ISO-8601 in UTC like Debezium's ZonedTimestamp: `2024-01-02T03:04:05Z`, or with `fsp` fraction digits
 /// (`2024-01-02T03:04:05.120Z` for fsp 3).
 pub(crate) fn format_timestamp(seconds: i64, micros: u32, fsp: u8) -> String {
+    let mut out = String::with_capacity(28);
+    push_timestamp(&mut out, seconds, micros, fsp);
+    out
+}
+
+/// [`format_timestamp`], appending to `out`.
+pub(crate) fn push_timestamp(out: &mut String, seconds: i64, micros: u32, fsp: u8) {
     let (year, month, day) = civil_from_days(seconds.div_euclid(SECONDS_PER_DAY));
     let tod = seconds.rem_euclid(SECONDS_PER_DAY);
-    let mut out = String::with_capacity(32);
-    let _ = write!(out, "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}", tod / 3600, tod / 60 % 60, tod % 60);
-    push_fraction(&mut out, micros, fsp);
+    out.reserve(28);
+    match u32::try_from(year) {
+        // Digits are placed by hand: this runs for every TIMESTAMP value, and `write!` costs ten times as much.
+        Ok(year) if year <= 9999 => {
+            let mut text = *b"0000-00-00T00:00:00";
+            write_digits(&mut text[0..4], year);
+            write_digits(&mut text[5..7], month);
+            write_digits(&mut text[8..10], day);
+            write_digits(&mut text[11..13], (tod / 3600) as u32);
+            write_digits(&mut text[14..16], (tod / 60 % 60) as u32);
+            write_digits(&mut text[17..19], (tod % 60) as u32);
+            out.push_str(ascii(&text));
+        }
+        _ => {
+            let _ = write!(out, "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}", tod / 3600, tod / 60 % 60, tod % 60);
+        }
+    }
+    push_fraction(out, micros, fsp);
     out.push('Z');
-    out
 }
 
 /// Appends `.` and the first `fsp` digits of the microseconds (nothing for fsp 0).
@@ -221,8 +242,27 @@ pub(crate) fn push_fraction(out: &mut String, micros: u32, fsp: u8) {
     if fsp > 0 {
         let fsp = usize::from(fsp.min(6));
         let digits = micros / 10u32.pow(6 - fsp as u32);
-        let _ = write!(out, ".{digits:0fsp$}");
+        if micros <= 999_999 {
+            let mut text = *b".000000";
+            write_digits(&mut text[1..=fsp], digits);
+            out.push_str(ascii(&text[..=fsp]));
+        } else {
+            let _ = write!(out, ".{digits:0fsp$}");
+        }
     }
+}
+
+/// Writes the last `dst.len()` decimal digits of `value`, zero-padded.
+fn write_digits(dst: &mut [u8], mut value: u32) {
+    for d in dst.iter_mut().rev() {
+        *d = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+}
+
+/// Text made of ASCII digits and punctuation.
+fn ascii(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or_default()
 }
 
 fn be(bytes: &[u8]) -> i64 {
@@ -373,6 +413,13 @@ mod tests {
             assert_eq!(format_timestamp(i64::from(secs), *micros, *fsp), *text);
         }
         assert_eq!(format_timestamp(2_147_483_647, 990_000, 2), "2038-01-19T03:14:07.99Z");
+        assert_eq!(format_timestamp(0, 0, 6), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(format_timestamp(-1, 5, 6), "1969-12-31T23:59:59.000005Z");
+        assert_eq!(format_timestamp(253_402_300_799, 999_999, 3), "9999-12-31T23:59:59.999Z");
+        // Years beyond four digits (not a TIMESTAMP, but the function is total) keep the generic formatting.
+        assert_eq!(format_timestamp(253_402_300_800, 0, 0), "10000-01-01T00:00:00Z");
+        assert_eq!(format_timestamp(-62_135_596_801, 0, 0), "0000-12-31T23:59:59Z");
+        assert_eq!(format_timestamp(-62_167_219_201, 0, 0), "-001-12-31T23:59:59Z");
         assert_eq!(timestamp2(&[0, 0, 0, 1, 0xff, 0xff, 0xff], 6), None);
     }
 }

@@ -42,8 +42,17 @@ pub(crate) enum ValueError {
 use ValueError::{Corrupt, Truncated};
 
 /// Reads one non-null value of `kind` from `r`.
+#[cfg(test)]
 pub(crate) fn decode_value(kind: &ColumnKind, r: &mut Reader<'_>) -> Result<Value, ValueError> {
-    Ok(match kind {
+    let mut value = Value::Null;
+    decode_value_into(kind, r, &mut value)?;
+    Ok(value)
+}
+
+/// Reads one non-null value of `kind` from `r` into `slot`. A text value reuses the string `slot` already holds, so
+/// rows decoded into the vectors of earlier rows allocate nothing for their text. On error `slot` holds anything.
+pub(crate) fn decode_value_into(kind: &ColumnKind, r: &mut Reader<'_>, slot: &mut Value) -> Result<(), ValueError> {
+    *slot = match kind {
         ColumnKind::Int { bytes, unsigned } => {
             let raw = r.uint_le(usize::from(*bytes)).ok_or(Truncated)?;
             if *unsigned {
@@ -56,7 +65,9 @@ pub(crate) fn decode_value(kind: &ColumnKind, r: &mut Reader<'_>) -> Result<Valu
         ColumnKind::Float => Value::Float(widen(f32::from_le_bytes(r.array().ok_or(Truncated)?))),
         ColumnKind::Double => Value::Float(f64::from_le_bytes(r.array().ok_or(Truncated)?)),
         ColumnKind::Decimal { precision, scale, size } => {
-            Value::Text(decimal::decode(r.take(*size).ok_or(Truncated)?, *precision, *scale).map_err(Corrupt)?)
+            let mut text = reuse_text(slot);
+            decimal::decode_into(r.take(*size).ok_or(Truncated)?, *precision, *scale, &mut text).map_err(Corrupt)?;
+            Value::Text(text)
         }
         ColumnKind::Year => match r.u8().ok_or(Truncated)? {
             0 => Value::Int(0),
@@ -81,13 +92,21 @@ pub(crate) fn decode_value(kind: &ColumnKind, r: &mut Reader<'_>) -> Result<Valu
         }
         ColumnKind::Timestamp => match r.u32_le().ok_or(Truncated)? {
             0 => Value::Null,
-            seconds => Value::Text(temporal::format_timestamp(i64::from(seconds), 0, 0)),
+            seconds => {
+                let mut text = reuse_text(slot);
+                temporal::push_timestamp(&mut text, i64::from(seconds), 0, 0);
+                Value::Text(text)
+            }
         },
         ColumnKind::Timestamp2 { fsp } => {
             let bytes = r.take(4 + temporal::fraction_bytes(*fsp)).ok_or(Truncated)?;
             match temporal::timestamp2(bytes, *fsp).ok_or(Corrupt("invalid TIMESTAMP"))? {
                 (0, 0) => Value::Null,
-                (seconds, micros) => Value::Text(temporal::format_timestamp(i64::from(seconds), micros, *fsp)),
+                (seconds, micros) => {
+                    let mut text = reuse_text(slot);
+                    temporal::push_timestamp(&mut text, i64::from(seconds), micros, *fsp);
+                    Value::Text(text)
+                }
             }
         }
         ColumnKind::Bit { bits } => {
@@ -100,17 +119,22 @@ pub(crate) fn decode_value(kind: &ColumnKind, r: &mut Reader<'_>) -> Result<Valu
                 for (dst, src) in le.iter_mut().zip(bytes.iter().rev()) {
                     *dst = *src;
                 }
-                Value::Text(BASE64_STANDARD.encode(&le[..bytes.len()]))
+                let mut text = reuse_text(slot);
+                BASE64_STANDARD.encode_string(&le[..bytes.len()], &mut text);
+                Value::Text(text)
             }
         }
         ColumnKind::Enum { pack, members } => {
             let index = r.uint_le(usize::from(*pack)).ok_or(Truncated)?;
             match (members, index) {
                 (None, _) => Value::Int(index as i64),
-                (Some(_), 0) => Value::Text(String::new()),
+                (Some(_), 0) => Value::Text(reuse_text(slot)),
                 (Some(m), i) => {
                     let name = usize::try_from(i - 1).ok().and_then(|i| m.get(i));
-                    Value::Text(name.ok_or(Corrupt("ENUM index beyond the known members"))?.clone())
+                    let name = name.ok_or(Corrupt("ENUM index beyond the known members"))?;
+                    let mut text = reuse_text(slot);
+                    text.push_str(name);
+                    Value::Text(text)
                 }
             }
         }
@@ -122,7 +146,7 @@ pub(crate) fn decode_value(kind: &ColumnKind, r: &mut Reader<'_>) -> Result<Valu
                     if m.len() < 64 && mask >> m.len() != 0 {
                         return Err(Corrupt("SET bit beyond the known members"));
                     }
-                    let mut out = String::new();
+                    let mut out = reuse_text(slot);
                     for (bit, name) in m.iter().enumerate().take(64) {
                         if mask & (1 << bit) != 0 {
                             if !out.is_empty() {
@@ -137,27 +161,31 @@ pub(crate) fn decode_value(kind: &ColumnKind, r: &mut Reader<'_>) -> Result<Valu
         }
         ColumnKind::Text { length_bytes, charset, json } => {
             let bytes = length_prefixed(r, *length_bytes)?;
+            let mut text = reuse_text(slot);
             match charset {
-                Charset::Binary => Value::Text(BASE64_STANDARD.encode(bytes)),
+                Charset::Binary => BASE64_STANDARD.encode_string(bytes, &mut text),
                 _ => {
-                    let text = charset.decode(bytes);
-                    match json.then(|| json::normalize_text(&text)).flatten() {
-                        Some(normalised) => Value::Text(normalised),
-                        None => Value::Text(text.into_owned()),
+                    let decoded = charset.decode(bytes);
+                    match json.then(|| json::normalize_text(&decoded)).flatten() {
+                        Some(normalised) => text = normalised,
+                        None => text.push_str(&decoded),
                     }
                 }
             }
+            Value::Text(text)
         }
         ColumnKind::FixedBinary { length_bytes, width } => {
             let bytes = length_prefixed(r, *length_bytes)?;
             let width = usize::from(*width);
+            let mut text = reuse_text(slot);
             if bytes.len() < width {
                 let mut padded = bytes.to_vec();
                 padded.resize(width, 0);
-                Value::Text(BASE64_STANDARD.encode(padded))
+                BASE64_STANDARD.encode_string(padded, &mut text);
             } else {
-                Value::Text(BASE64_STANDARD.encode(bytes))
+                BASE64_STANDARD.encode_string(bytes, &mut text);
             }
+            Value::Text(text)
         }
         ColumnKind::Json { length_bytes } => {
             let bytes = length_prefixed(r, *length_bytes)?;
@@ -166,12 +194,31 @@ pub(crate) fn decode_value(kind: &ColumnKind, r: &mut Reader<'_>) -> Result<Valu
         ColumnKind::Geometry { length_bytes } => {
             let bytes = length_prefixed(r, *length_bytes)?;
             let wkb = bytes.get(4..).ok_or(Corrupt("GEOMETRY shorter than its SRID"))?;
-            Value::Text(BASE64_STANDARD.encode(wkb))
+            let mut text = reuse_text(slot);
+            BASE64_STANDARD.encode_string(wkb, &mut text);
+            Value::Text(text)
         }
-        ColumnKind::Bytes { length_bytes } => Value::Text(BASE64_STANDARD.encode(length_prefixed(r, *length_bytes)?)),
+        ColumnKind::Bytes { length_bytes } => {
+            let bytes = length_prefixed(r, *length_bytes)?;
+            let mut text = reuse_text(slot);
+            BASE64_STANDARD.encode_string(bytes, &mut text);
+            Value::Text(text)
+        }
         ColumnKind::Null => Value::Null,
         ColumnKind::Unsupported { feature } => return Err(ValueError::Unsupported(feature)),
-    })
+    };
+    Ok(())
+}
+
+/// The string `slot` holds, emptied, for the next text value (a new string if it holds none); `slot` is left null.
+fn reuse_text(slot: &mut Value) -> String {
+    match std::mem::replace(slot, Value::Null) {
+        Value::Text(mut text) => {
+            text.clear();
+            text
+        }
+        _ => String::new(),
+    }
 }
 
 fn length_prefixed<'a>(r: &mut Reader<'a>, length_bytes: u8) -> Result<&'a [u8], ValueError> {

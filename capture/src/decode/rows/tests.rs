@@ -202,3 +202,48 @@ fn garbage_never_panics() {
         let _ = decode_rows(&layout, &event, &mut out);
     }
 }
+
+/// Rows decoded into recycled vectors (holding other rows' values, of other types and lengths) are the same rows.
+#[test]
+fn pooled_vectors_decode_the_same_rows() {
+    let dirty = |n: usize| -> Vec<Value> {
+        (0..n)
+            .map(|i| match i % 3 {
+                0 => Value::Text("left over from another row".into()),
+                1 => Value::Float(2.5),
+                _ => Value::Int(-9),
+            })
+            .collect()
+    };
+    let cases = [
+        rows_event(RowsKind::Write, true, 7, 3, &[&[0b111]], TWO_ROWS),
+        rows_event(RowsKind::Update, false, 7, 3, &[&[0b111], &[0b111]], TWO_ROWS),
+        rows_event(RowsKind::Update, true, 7, 3, &[&[0b001], &[0b100]], &[0b0, 5, 0, 0, 0, 0b0, 9, 0]),
+    ];
+    for event in cases {
+        let mut expected = Vec::new();
+        decode_rows(&layout(), &event, &mut expected).unwrap();
+        for width in [0, 2, 3, 5] {
+            let mut pool = ImagePool::default();
+            for _ in 0..4 {
+                pool.recycle(RowImage { before: Some(dirty(width)), after: Some(dirty(width)), partial: false });
+            }
+            let mut out = Vec::new();
+            decode_rows_pooled(&layout(), &event, &mut out, &mut pool).unwrap();
+            assert_eq!(out, expected, "recycled width {width}");
+        }
+    }
+}
+
+/// The pool keeps a rows event's worth of vectors and only short strings, so what it holds stays small.
+#[test]
+fn the_pool_keeps_few_vectors_and_short_strings() {
+    let mut pool = ImagePool::default();
+    let long = "x".repeat(ImagePool::MAX_TEXT + 1);
+    pool.recycle(RowImage { before: Some(vec![text("short"), text(&long)]), after: None, partial: false });
+    assert_eq!(pool.vectors, [vec![text("short"), Value::Null]]);
+    for _ in 0..ImagePool::MAX_VECTORS + 10 {
+        pool.recycle(RowImage { before: Some(vec![Value::Int(1)]), after: Some(vec![Value::Int(2)]), partial: false });
+    }
+    assert_eq!(pool.vectors.len(), ImagePool::MAX_VECTORS);
+}

@@ -152,6 +152,21 @@ fn decodes_every_type() {
     }
 }
 
+/// Decoding into a slot that holds another value (a string is reused) gives the same value.
+#[test]
+fn decodes_every_type_into_used_slots() {
+    let used = [Value::Text("a longer string left over from an earlier row".into()), Value::Int(7), Value::Null];
+    for (kind, bytes, expected) in cases() {
+        for slot in &used {
+            let mut slot = slot.clone();
+            let mut r = Reader::new(&bytes);
+            assert_eq!(decode_value_into(&kind, &mut r, &mut slot), Ok(()), "{kind:?}");
+            assert_eq!(slot, expected, "{kind:?} {bytes:02x?}");
+            assert!(r.is_empty());
+        }
+    }
+}
+
 #[test]
 fn truncated_input_is_an_error() {
     for (kind, bytes, _) in cases() {
