@@ -142,6 +142,8 @@ pub struct Transformer {
     buffers: Buffers,
     /// Which server family wrote the binlog (its table maps list column facts differently).
     flavor: ServerFlavor,
+    /// Whether a FORMAT_DESCRIPTION event was read: from then on the reader strips event checksums itself.
+    format_seen: bool,
 }
 
 impl Transformer {
@@ -171,6 +173,7 @@ impl Transformer {
             last_commit_ts_ms: 0,
             buffers: Buffers::default(),
             flavor,
+            format_seen: false,
         }
     }
 
@@ -227,6 +230,9 @@ impl Transformer {
         }
         let pos_of = |file: &str| format!("{file}:{start}");
         let raw_type = header.event_type_raw();
+        if raw_type == EventType::FORMAT_DESCRIPTION_EVENT as u8 {
+            self.format_seen = true;
+        }
         if raw_type == MARIADB_GTID_EVENT {
             let data = event.data();
             if data.len() < 13 {
@@ -254,9 +260,10 @@ impl Transformer {
         match data {
             EventData::RotateEvent(rotate) => {
                 // The first, fake ROTATE (log_pos 0) is read before the FORMAT_DESCRIPTION, so its name still
-                // carries the 4 checksum bytes the server appends.
+                // carries the 4 checksum bytes the server appends. The fake ROTATE the server sends when it moves to
+                // a new file comes after one: the reader knows the checksum algorithm and has removed them already.
                 let raw = rotate.name_raw();
-                let name = if end == 0 && raw.len() > 4 {
+                let name = if end == 0 && !self.format_seen && raw.len() > 4 {
                     clean_file_name(raw)
                 } else {
                     String::from_utf8_lossy(raw).into_owned()
@@ -739,5 +746,49 @@ mod tests {
         assert_eq!(d.id, c.id);
         assert_eq!((c.total_order, c.data_collection_order), (d.total_order + 1, d.data_collection_order + 1));
         assert_eq!(create.source.row, delete.source.row + 1);
+    }
+
+    /// A ROTATE event of `name` with log_pos 0 (the server's fake ROTATE), with 4 checksum bytes.
+    fn fake_rotate(name: &str) -> Vec<u8> {
+        let size = 19 + 8 + name.len() + 4;
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        bytes.push(4);
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        bytes.extend_from_slice(&(size as u32).to_le_bytes());
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        bytes.extend_from_slice(&0x20u16.to_le_bytes());
+        bytes.extend_from_slice(&4u64.to_le_bytes());
+        bytes.extend_from_slice(name.as_bytes());
+        bytes.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+        bytes
+    }
+
+    /// Regression: when the server moved to a new binlog file, the name of its fake ROTATE lost 4 characters
+    /// ("binlog.000004" became "binlog.00"), so positions and checkpoints named a file that does not exist.
+    #[test]
+    fn a_rotation_mid_stream_keeps_the_whole_file_name() {
+        let filter = TableFilter::new(vec!["*.*".into()], vec![]).unwrap();
+        let start = BinlogPosition::new("mariadb-bin.000001", 4);
+        let mut transformer =
+            Transformer::new("fx", "shop", filter, true, &start, GtidSet::default(), ServerFlavor::MariaDb);
+        let mut reader = EventStreamReader::new(BinlogVersion::Version4);
+        let mut out = Vec::new();
+        // At connection: the fake ROTATE comes before any FORMAT_DESCRIPTION, its checksum still attached.
+        let first = fake_rotate("mariadb-bin.000001");
+        let event = reader.read(&first[..]).unwrap().unwrap();
+        transformer.handle(&event, &mut out).unwrap();
+        assert_eq!(transformer.file(), "mariadb-bin.000001");
+        // The file's FORMAT_DESCRIPTION (CRC32 checksums) and events, then a move to the next file.
+        let data = read_fixture("mariadb-bin.000001");
+        let mut input = &data[4..];
+        while let Ok(Some(event)) = reader.read(&mut input) {
+            transformer.handle(&event, &mut out).unwrap();
+        }
+        assert!(!out.is_empty());
+        let next = fake_rotate("mariadb-bin.000002");
+        let event = reader.read(&next[..]).unwrap().unwrap();
+        transformer.handle(&event, &mut out).unwrap();
+        assert_eq!(transformer.file(), "mariadb-bin.000002");
     }
 }
