@@ -53,6 +53,8 @@ pub struct KafkaConfig {
     #[serde(with = "humantime_serde")]
     pub delivery_timeout: Duration,
     /// Extra librdkafka producer properties (e.g. `"linger.ms" = "10"`); `acks` and `enable.idempotence` are fixed.
+    /// They override the capture's defaults, among them `queue.buffering.max.kbytes` = 4096, the producer queue that
+    /// bounds memory (see [`crate::sink::producer_config`]).
     pub properties: BTreeMap<String, String>,
 }
 

@@ -9,7 +9,9 @@
 //! coordinates.
 //!
 //! Memory is bounded by librdkafka's queue (`queue.buffering.max.messages`/`.kbytes`): when it is full, `send`
-//! waits for acknowledgements instead of buffering more.
+//! waits for acknowledgements instead of buffering more. The default 4 MB (about 8,000 change events) is 0.4 s of what
+//! the local broker acknowledges, enough to keep its batches full, and keeps the capture's peak memory small; a larger
+//! queue (librdkafka's own default is 1 GB) only holds more memory when the broker is the bottleneck.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -27,6 +29,38 @@ use crate::config::Settings;
 use crate::error::{classify_kafka, CaptureError};
 use crate::metrics::SourceMetrics;
 use crate::transform::{Record, Route};
+
+/// librdkafka's queue limit in KB unless `kafka.properties` sets one (see the module doc).
+pub const QUEUE_KBYTES: u64 = 4096;
+
+/// The producer's configuration: the capture's defaults, then `kafka.properties`, then the fixed settings.
+pub fn producer_config(settings: &Settings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &settings.kafka.brokers)
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "50000")
+        .set("queue.buffering.max.kbytes", QUEUE_KBYTES.to_string())
+        .set("compression.type", "lz4");
+    for (k, v) in &settings.kafka.properties {
+        config.set(k, v);
+    }
+    // A message larger than the whole queue would never be accepted (`send` would wait forever), so a raised
+    // message.max.bytes raises the default queue limit with it.
+    let kbytes = |key: &str, divisor: u64| config.get(key).and_then(|v| v.parse::<u64>().ok()).map(|v| v.div_ceil(divisor));
+    if !settings.kafka.properties.contains_key("queue.buffering.max.kbytes") {
+        if let Some(message_kbytes) = kbytes("message.max.bytes", 1024).filter(|&k| k > QUEUE_KBYTES) {
+            config.set("queue.buffering.max.kbytes", message_kbytes.to_string());
+        }
+    }
+    config
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", settings.kafka.delivery_timeout.as_millis().to_string());
+    config
+}
 
 /// The unit passed from a reader to the sink.
 #[derive(Debug, Default)]
@@ -103,24 +137,9 @@ pub struct KafkaChangeSink {
 impl KafkaChangeSink {
     /// A sink for one source.
     pub fn new(settings: &Settings, metrics: Arc<SourceMetrics>) -> Result<KafkaChangeSink, CaptureError> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &settings.kafka.brokers)
-            .set("partitioner", "murmur2_random")
-            .set("linger.ms", "5")
-            .set("batch.num.messages", "10000")
-            .set("queue.buffering.max.messages", "50000")
-            .set("queue.buffering.max.kbytes", "16384")
-            .set("compression.type", "lz4");
-        for (k, v) in &settings.kafka.properties {
-            config.set(k, v);
-        }
-        config
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("message.timeout.ms", settings.kafka.delivery_timeout.as_millis().to_string());
         let acks = Arc::new(Acks::default());
-        let producer = config.create_with_context(AckContext { acks: acks.clone() }).map_err(classify_kafka)?;
+        let producer =
+            producer_config(settings).create_with_context(AckContext { acks: acks.clone() }).map_err(classify_kafka)?;
         let admin = ClientConfig::new()
             .set("bootstrap.servers", &settings.kafka.brokers)
             .create()
@@ -258,5 +277,54 @@ impl KafkaChangeSink {
     /// Waits up to `timeout` for every sent record's acknowledgement.
     pub fn flush(&self, timeout: Duration) -> Result<(), CaptureError> {
         tokio::task::block_in_place(|| self.producer.flush(timeout)).map_err(classify_kafka)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Secret, SnapshotMode, SourceConfig};
+
+    fn settings(properties: &[(&str, &str)]) -> Settings {
+        let mut config = Config {
+            sources: vec![SourceConfig {
+                name: "users".into(),
+                url: Secret::new("mysql://u:p@127.0.0.1:3306/users"),
+                server_id: 100,
+                include: vec![],
+                exclude: vec![],
+                snapshot: SnapshotMode::Initial,
+                snapshot_chunk_rows: 10,
+                heartbeat_interval: Duration::from_secs(1),
+            }],
+            ..Config::default()
+        };
+        for (k, v) in properties {
+            config.kafka.properties.insert((*k).into(), (*v).into());
+        }
+        config.validate().unwrap()
+    }
+
+    #[test]
+    fn the_producer_queue_is_bounded_to_4_mb_unless_configured() {
+        let config = producer_config(&settings(&[]));
+        assert_eq!(config.get("queue.buffering.max.kbytes"), Some("4096"));
+        assert_eq!(config.get("queue.buffering.max.messages"), Some("50000"));
+        assert_eq!(config.get("acks"), Some("all"));
+        let config = producer_config(&settings(&[("queue.buffering.max.kbytes", "16384")]));
+        assert_eq!(config.get("queue.buffering.max.kbytes"), Some("16384"));
+    }
+
+    /// A message larger than the queue limit would wait forever for room; a raised message.max.bytes raises the
+    /// default limit with it.
+    #[test]
+    fn a_raised_message_size_limit_raises_the_queue_limit() {
+        let config = producer_config(&settings(&[("message.max.bytes", "10000000")]));
+        assert_eq!(config.get("queue.buffering.max.kbytes"), Some("9766"));
+        let config = producer_config(&settings(&[("message.max.bytes", "1000000")]));
+        assert_eq!(config.get("queue.buffering.max.kbytes"), Some("4096"));
+        let config =
+            producer_config(&settings(&[("message.max.bytes", "10000000"), ("queue.buffering.max.kbytes", "2048")]));
+        assert_eq!(config.get("queue.buffering.max.kbytes"), Some("2048"));
     }
 }
