@@ -597,3 +597,49 @@ fn services_run_on_their_own_database_with_the_account_the_image_creates() {
     let sources = capture.get("CDC_CAPTURE_SOURCES").expect("capture sources");
     assert_eq!(sources.matches("exclude=[\"*.applied_events\", \"*.known_*\"]").count(), 3, "the services' bookkeeping is not captured: {sources}");
 }
+
+#[test]
+fn prometheus_scrapes_every_process_and_grafana_shows_metrics_that_exist() {
+    let doc = compose_file();
+    let prometheus = service(&doc, "prometheus");
+    assert!(mounts(prometheus).iter().any(|m| m.source.ends_with("deploy/prometheus/prometheus.yml")));
+    let config: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(repo_root().join("deploy/prometheus/prometheus.yml")).expect("the scrape config"),
+    )
+    .expect("YAML");
+    let targets: Vec<String> = config["scrape_configs"]
+        .as_sequence()
+        .expect("scrape_configs")
+        .iter()
+        .flat_map(|job| job["static_configs"].as_sequence().cloned().unwrap_or_default())
+        .flat_map(|c| c["targets"].as_sequence().cloned().unwrap_or_default())
+        .map(|t| scalar(&t))
+        .collect();
+    for (name, port) in [("capture", 9090), ("views", 9091), ("users", 8081), ("catalog", 8082), ("orders", 8083)] {
+        service(&doc, name);
+        assert!(targets.contains(&format!("{name}:{port}")), "prometheus does not scrape {name}:{port}: {targets:?}");
+    }
+
+    let grafana = service(&doc, "grafana");
+    let sources: Vec<String> = mounts(grafana).iter().map(|m| m.source.clone()).collect();
+    assert!(sources.iter().any(|s| s.ends_with("deploy/grafana/provisioning")), "{sources:?}");
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("deploy/grafana/dashboards/cdc-pipeline.json")).expect("the dashboard"),
+    )
+    .expect("JSON");
+    let code: String = ["capture/src/metrics.rs", "views/src/metrics.rs", "services/src/metrics.rs"]
+        .iter()
+        .map(|p| std::fs::read_to_string(repo_root().join(p)).expect("metrics source"))
+        .collect();
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 8);
+    for panel in panels {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            for name in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("cdc_")) {
+                let base = name.trim_end_matches("_total").trim_end_matches("_bucket");
+                assert!(code.contains(&format!("\"{base}\"")), "panel `{}` queries {name}, which no process exports", panel["title"]);
+            }
+        }
+    }
+}
