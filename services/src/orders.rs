@@ -37,14 +37,8 @@ pub const MAX_LINES: usize = 100;
 /// An order with its lines and the history of its status.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Order {
-    pub id: u64,
-    pub user_id: u64,
-    /// PENDING, CONFIRMED, REJECTED or CANCELLED.
-    pub status: String,
-    #[schema(value_type = String, example = "19.98")]
-    pub total: Money,
-    pub created_at: String,
-    pub updated_at: String,
+    #[serde(flatten)]
+    pub order: OrderSummary,
     pub lines: Vec<OrderLine>,
     /// Oldest first.
     pub history: Vec<Transition>,
@@ -76,6 +70,7 @@ pub struct Transition {
 pub struct OrderSummary {
     pub id: u64,
     pub user_id: u64,
+    /// PENDING, CONFIRMED, REJECTED or CANCELLED.
     pub status: String,
     #[schema(value_type = String, example = "19.98")]
     pub total: Money,
@@ -200,16 +195,7 @@ async fn load(pool: &Pool, id: u64) -> Result<Order, ApiError> {
             },
         })
         .collect();
-    Ok(Order {
-        id: s.id,
-        user_id: s.user_id,
-        status: s.status,
-        total: s.total,
-        created_at: s.created_at,
-        updated_at: s.updated_at,
-        lines,
-        history,
-    })
+    Ok(Order { order: s, lines, history })
 }
 
 /// Places an order: `PENDING`, priced from the local copy of the catalog. The catalog's reservation decides it.
