@@ -61,7 +61,10 @@ pub fn stack() -> &'static StackEnv {
     ENV.get_or_init(|| {
         let out = StackCommand::shared().run(&["up"]).expect("scripts/stack up runs");
         assert!(out.status.success(), "scripts/stack up failed:\n{}", describe(&out));
-        let text = std::fs::read_to_string(repo_root().join(".stack/env")).expect(".stack/env exists after up");
+        // `scripts/stack` keeps its state in STACK_HOME (default `.stack`), so a process started with STACK_HOME and
+        // STACK_PORT_BASE set uses that stack throughout.
+        let home = std::env::var_os("STACK_HOME").map_or_else(|| repo_root().join(".stack"), |h| repo_root().join(h));
+        let text = std::fs::read_to_string(home.join("env")).expect("$STACK_HOME/env exists after up");
         StackEnv::parse(&text)
     })
 }

@@ -1,6 +1,7 @@
 //! Configuration of the view service: a TOML file plus `CDC_VIEWS_*` environment overrides, validated into
 //! [`Settings`]. `views/views.example.toml` shows every option.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -40,9 +41,14 @@ pub struct Config {
     /// Longest wait for more events before applying a batch. Default `50ms`.
     #[serde(with = "humantime_serde")]
     pub batch_wait: Duration,
-    /// Longest time the broker may hold a fetch that finds no new events (`fetch.wait.max.ms`). Default `25ms`.
+    /// Longest time the broker may hold a fetch (`fetch.wait.max.ms`): Kafka answers early when data arrives, but
+    /// brokers that hold every fetch (tansu) add up to this much latency. Default `50ms`.
     #[serde(with = "humantime_serde")]
     pub fetch_wait: Duration,
+    /// Extra librdkafka consumer properties (e.g. `"security.protocol" = "SASL_SSL"`, `"socket.timeout.ms"`);
+    /// `bootstrap.servers`, `group.id` and `enable.auto.commit` are set by the service. Default none.
+    #[serde(default)]
+    pub kafka_properties: BTreeMap<String, String>,
 }
 
 impl Default for Config {
@@ -61,7 +67,8 @@ impl Default for Config {
             listen: "127.0.0.1:9091".parse().expect("valid"),
             batch_max_events: 20_000,
             batch_wait: Duration::from_millis(50),
-            fetch_wait: Duration::from_millis(25),
+            fetch_wait: Duration::from_millis(50),
+            kafka_properties: BTreeMap::new(),
         }
     }
 }
@@ -119,6 +126,11 @@ impl Config {
         ident("database", &self.database)?;
         if !self.clickhouse_url.starts_with("http://") && !self.clickhouse_url.starts_with("https://") {
             return Err(ConfigError(format!("clickhouse_url {:?} must start with http:// or https://", self.clickhouse_url)));
+        }
+        for fixed in ["bootstrap.servers", "group.id", "enable.auto.commit"] {
+            if self.kafka_properties.contains_key(fixed) {
+                return Err(ConfigError(format!("kafka_properties may not set {fixed:?}: use the service's own option")));
+            }
         }
         if self.batch_max_events == 0 {
             return Err(ConfigError("batch_max_events must be at least 1".into()));

@@ -7,12 +7,16 @@
 //! error and payload, so it is never silently dropped and never blocks the stream.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cdc_contract::ChangeEvent;
 use clickhouse::Client;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::OwnedMessage;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +25,51 @@ use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::model::{apply, Change, Entity, LineRow, OrderRow, ProductRow, UserRow};
 use crate::schema;
+
+/// The consumer's callbacks: librdkafka's log lines and errors, partition assignments and failed offset commits go
+/// to the service's log (tracing), so broker trouble and rebalances are visible.
+pub struct ConsumerLog;
+
+impl ClientContext for ConsumerLog {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", "{fac} {message}")
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", "{fac} {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => tracing::info!(target: "librdkafka", "{fac} {message}"),
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", "{fac} {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", %error, reason, "kafka client error");
+    }
+
+    /// With `statistics.interval.ms` set in `kafka_properties`: librdkafka's statistics JSON, at debug level.
+    fn stats_raw(&self, statistics: &[u8]) {
+        tracing::debug!(target: "librdkafka::stats", "{}", String::from_utf8_lossy(statistics));
+    }
+}
+
+impl ConsumerContext for ConsumerLog {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(list) => tracing::info!(partitions = list.count(), "partitions assigned"),
+            Rebalance::Revoke(list) => tracing::info!(partitions = list.count(), "partitions revoked"),
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance failed"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            // The rows are in ClickHouse; the next commit covers these offsets, or a restart reapplies them.
+            tracing::warn!(error = %e, "offset commit failed");
+        }
+    }
+}
+
+type Kafka = StreamConsumer<ConsumerLog>;
 
 /// A message that could not be applied.
 #[derive(Debug, Clone, Serialize, clickhouse::Row)]
@@ -32,11 +81,26 @@ pub struct DeadLetter {
     pub payload: String,
 }
 
+/// A row of `freshness_log`: the newest commit of a source in an applied batch, and when the batch was applied.
 #[derive(Debug, Clone, Serialize, clickhouse::Row)]
-struct FreshnessRow {
-    source: String,
-    commit_ms: u64,
-    applied_ms: u64,
+pub struct FreshnessRow {
+    pub source: String,
+    pub commit_ms: u64,
+    pub applied_ms: u64,
+}
+
+impl Applied {
+    /// The freshness rows of this batch, applied at `applied_ms`.
+    pub fn freshness(&self, applied_ms: i64) -> Vec<FreshnessRow> {
+        self.newest_commit_ms
+            .iter()
+            .map(|(source, ms)| FreshnessRow {
+                source: source.clone(),
+                commit_ms: (*ms).max(0) as u64,
+                applied_ms: applied_ms.max(0) as u64,
+            })
+            .collect()
+    }
 }
 
 /// The effect of one batch, grouped by table.
@@ -53,6 +117,10 @@ pub struct Applied {
     pub dead: Vec<DeadLetter>,
     /// Change events applied.
     pub events: usize,
+    /// The oldest Kafka timestamp (ms) among the batch's messages, if they carry one.
+    pub oldest_message_ms: Option<i64>,
+    /// When the batch's first message was received, and the wall clock then (ms).
+    pub first_received: Option<(Instant, i64)>,
 }
 
 impl Applied {
@@ -125,23 +193,27 @@ impl ClickHouseViewStore {
         insert.end().await
     }
 
-    /// Writes a batch; returns once ClickHouse acknowledged every statement.
-    pub async fn write(&self, batch: &Applied) -> Result<(), clickhouse::error::Error> {
-        self.insert("users_state", &batch.users).await?;
-        self.insert("products_state", &batch.products).await?;
-        self.insert("orders_state", &batch.orders).await?;
-        self.insert("lines_state", &batch.lines).await?;
+    /// Writes a batch, and the freshness of the batch written before it; returns once ClickHouse acknowledged every
+    /// statement.
+    ///
+    /// The entity tables are written concurrently: their rows are independent (each entity converges by version,
+    /// and the report joins them when read), and one round of inserts costs the slowest insert rather than the sum.
+    /// The freshness rows of the previous batch join that round: that batch is already acknowledged, so freshness
+    /// never claims a commit whose rows are not yet readable, and it costs no round of its own. Truncates follow the
+    /// rows they may cover.
+    pub async fn write(&self, batch: &Applied, fresh: &[FreshnessRow]) -> Result<(), clickhouse::error::Error> {
+        tokio::try_join!(
+            self.insert("users_state", &batch.users),
+            self.insert("products_state", &batch.products),
+            self.insert("orders_state", &batch.orders),
+            self.insert("lines_state", &batch.lines),
+            self.insert("dead_letters", &batch.dead),
+            self.insert("freshness_log", fresh),
+        )?;
         for (entity, version) in &batch.truncates {
             self.client.query(&schema::truncate(&self.db, entity.table(), *version)).execute().await?;
         }
-        let now = cdc_now_ms() as u64;
-        let fresh: Vec<FreshnessRow> = batch
-            .newest_commit_ms
-            .iter()
-            .map(|(source, ms)| FreshnessRow { source: source.clone(), commit_ms: (*ms).max(0) as u64, applied_ms: now })
-            .collect();
-        self.insert("freshness_log", &fresh).await?;
-        self.insert("dead_letters", &batch.dead).await
+        Ok(())
     }
 
     /// The client (for queries of tests and the lag endpoint).
@@ -157,13 +229,27 @@ fn cdc_now_ms() -> i64 {
 /// Consumes the four topics and applies them until `shutdown`.
 pub async fn run(settings: Settings, store: ClickHouseViewStore, metrics: Arc<Metrics>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let c = &settings.config;
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &c.brokers)
-        .set("group.id", &c.group)
-        .set("enable.auto.commit", "false")
+    let mut client = ClientConfig::new();
+    client
         .set("auto.offset.reset", "earliest")
         .set("topic.metadata.refresh.interval.ms", "2000")
-        .create()?;
+        // How long the broker may hold a fetch (librdkafka's default is 500 ms; brokers that hold every fetch that
+        // long, as tansu does, add that much latency).
+        .set("fetch.wait.max.ms", c.fetch_wait.as_millis().max(1).to_string())
+        // A request without an answer is abandoned and retried after this long (librdkafka's default is 60 s). A
+        // broker that drops a fetch under load (seen with tansu) then costs seconds, not a minute, of stalled
+        // consumption.
+        .set("socket.timeout.ms", "10000");
+    for (key, value) in &c.kafka_properties {
+        client.set(key, value);
+    }
+    let consumer: Arc<Kafka> = Arc::new(
+        client
+            .set("bootstrap.servers", &c.brokers)
+            .set("group.id", &c.group)
+            .set("enable.auto.commit", "false")
+            .create_with_context(ConsumerLog)?,
+    );
     let t = &settings.topics;
     let entities: HashMap<&str, Entity> = [
         (t.users.as_str(), Entity::User),
@@ -177,71 +263,194 @@ pub async fn run(settings: Settings, store: ClickHouseViewStore, metrics: Arc<Me
     consumer.subscribe(&topics)?;
     tracing::info!(topics = ?topics, group = %c.group, "consuming");
     metrics.set_healthy(None);
-    let mut committed: HashMap<(String, i32), i64> = HashMap::new();
-    let mut last_lag_check = Instant::now();
+    let committed: Arc<Mutex<HashMap<(String, i32), i64>>> = Arc::default();
+    let lag = tokio::spawn(lag_monitor(consumer.clone(), committed.clone(), metrics.clone(), shutdown.clone()));
+    let result = consume(&settings, &store, &metrics, &consumer, &entities, &committed, &shutdown).await;
+    shutdown.cancel();
+    let _ = lag.await;
+    result
+}
+
+/// Publishes the consumer lag every few seconds: the brokers' high watermarks against the committed offsets. It
+/// runs beside the consuming loop, because each watermark is a broker round trip per partition.
+async fn lag_monitor(
+    consumer: Arc<Kafka>,
+    committed: Arc<Mutex<HashMap<(String, i32), i64>>>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+        let partitions = committed.lock().expect("committed lock").clone();
+        let (consumer, metrics) = (consumer.clone(), metrics.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            for ((topic, partition), offset) in partitions {
+                if let Ok((_, high)) = consumer.fetch_watermarks(&topic, partition, Duration::from_secs(1)) {
+                    metrics.consumer_lag(&topic, partition, (high - offset - 1).max(0));
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// Receives messages in a task of its own and hands them over a bounded channel, so the consuming loop can wait for
+/// messages and for the write in flight at once (waiting on a channel can be abandoned and resumed at will).
+///
+/// `StreamConsumer::recv` is woken when librdkafka's queue turns non-empty. Under sustained load that signal was
+/// sometimes lost: consumption stopped for a minute or more in the benchmark, until some other event on the queue
+/// (statistics, a rebalance) woke the consumer. So a `recv` that hears nothing for `REPOLL` is abandoned and a new
+/// one looks at the queue itself: a lost signal costs at most that long. The channel's bound keeps memory flat:
+/// when it is full, librdkafka's own queue fills and fetching pauses.
+fn receive(consumer: Arc<Kafka>, shutdown: CancellationToken) -> tokio::sync::mpsc::Receiver<OwnedMessage> {
+    const REPOLL: Duration = Duration::from_millis(100);
+    let (tx, rx) = tokio::sync::mpsc::channel(4096);
+    tokio::spawn(async move {
+        loop {
+            let message = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                m = tokio::time::timeout(REPOLL, consumer.recv()) => m,
+            };
+            match message {
+                Err(_) => {} // nothing heard: look again
+                Ok(Ok(m)) => {
+                    if tx.send(m.detach()).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+            }
+        }
+    });
+    rx
+}
+
+/// A batch being written to ClickHouse, with the offsets to commit once it is.
+struct InFlight {
+    write: tokio::task::JoinHandle<Option<Vec<FreshnessRow>>>,
+    offsets: HashMap<(String, i32), i64>,
+}
+
+/// Writes one batch (with the previous batch's freshness rows), retrying with backoff until ClickHouse
+/// acknowledges it; returns this batch's freshness rows, or `None` if shut down first.
+async fn write_batch(
+    store: ClickHouseViewStore,
+    batch: Applied,
+    fresh: Vec<FreshnessRow>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> Option<Vec<FreshnessRow>> {
+    let started = Instant::now();
+    let mut backoff = Duration::from_millis(100);
+    while let Err(e) = store.write(&batch, &fresh).await {
+        tracing::warn!(error = %e, retry_in = ?backoff, "clickhouse insert failed; retrying (offsets not committed)");
+        metrics.set_healthy(Some(format!("clickhouse: {e}")));
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+    metrics.set_healthy(None);
+    metrics.applied(&batch, started.elapsed());
+    if !batch.dead.is_empty() {
+        tracing::error!(count = batch.dead.len(), "events could not be applied; see the dead_letters table");
+    }
+    // For profiling (RUST_LOG=cdc_views::runtime=debug): how long the batch's first event waited in the service
+    // before its write began (collecting, or the previous write), the write itself, and how old the batch's oldest
+    // message was when it reached the service (producer timestamp to receipt: capture and broker).
+    let ms = |d: Duration| d.as_millis() as u64;
+    tracing::debug!(
+        events = batch.events,
+        queued_ms = batch.first_received.map(|(at, _)| ms(started.saturating_duration_since(at))),
+        write_ms = ms(started.elapsed()),
+        in_service_ms = batch.first_received.map(|(at, _)| ms(at.elapsed())),
+        before_service_ms = batch.oldest_message_ms.zip(batch.first_received).map(|(t, (_, wall))| wall - t),
+        "batch applied"
+    );
+    Some(batch.freshness(cdc_now_ms()))
+}
+
+/// The consuming loop. One batch is written to ClickHouse at a time, in order (so a truncate never overtakes the
+/// rows it covers), and its offsets are committed only once it is written; meanwhile the next batch is collected.
+/// A batch closes `batch_wait` after its first event, or later if the previous write is still running (so batches
+/// grow with the insert latency instead of queueing behind it), or when it holds `batch_max_events`. The freshness
+/// rows of a written batch go with the next one, or alone `batch_wait` later when nothing else arrives.
+async fn consume(
+    settings: &Settings,
+    store: &ClickHouseViewStore,
+    metrics: &Arc<Metrics>,
+    consumer: &Arc<Kafka>,
+    entities: &HashMap<&str, Entity>,
+    committed: &Mutex<HashMap<(String, i32), i64>>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let c = &settings.config;
+    let mut messages = receive(consumer.clone(), shutdown.clone());
+    let mut in_flight: Option<InFlight> = None;
+    let mut fresh: Vec<FreshnessRow> = Vec::new();
     loop {
         let mut batch = Applied::default();
         let mut offsets: HashMap<(String, i32), i64> = HashMap::new();
         let mut deadline: Option<Instant> = None;
-        while batch.events + batch.dead.len() < c.batch_max_events {
+        loop {
+            let full = batch.events + batch.dead.len() >= c.batch_max_events;
+            let expired = deadline.is_some_and(|d| Instant::now() >= d);
+            if (full || expired) && in_flight.is_none() {
+                break;
+            }
             let wait = match deadline {
-                Some(d) => d.saturating_duration_since(Instant::now()),
-                None => Duration::from_secs(3600),
+                Some(d) if !expired => d - Instant::now(),
+                _ => Duration::from_secs(3600),
             };
-            let received = tokio::select! {
+            tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Ok(()),
-                r = tokio::time::timeout(wait, consumer.recv()) => r,
-            };
-            let message = match received {
-                Err(_) => break, // the batch's wait is over
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "consumer error");
-                    continue;
+                written = async { (&mut in_flight.as_mut().expect("guarded by the precondition").write).await },
+                    if in_flight.is_some() =>
+                {
+                    let flight = in_flight.take().expect("in flight");
+                    let Some(rows) = written? else {
+                        return Ok(()); // shut down before ClickHouse took the batch: nothing to commit
+                    };
+                    fresh = rows;
+                    if !fresh.is_empty() {
+                        deadline.get_or_insert_with(|| Instant::now() + c.batch_wait);
+                    }
+                    let mut list = TopicPartitionList::new();
+                    for ((topic, partition), offset) in &flight.offsets {
+                        list.add_partition_offset(topic, *partition, Offset::Offset(offset + 1))?;
+                    }
+                    if list.count() > 0 {
+                        // Asynchronous: the rows are already in ClickHouse, so a commit lost in a crash only
+                        // redelivers events whose rows are identical, and collecting need not wait for the broker.
+                        consumer.commit(&list, CommitMode::Async)?;
+                    }
+                    committed.lock().expect("committed lock").extend(flight.offsets);
                 }
-                Ok(Ok(m)) => m,
-            };
-            deadline.get_or_insert_with(|| Instant::now() + c.batch_wait);
-            offsets.insert((message.topic().to_owned(), message.partition()), message.offset());
-            let Some(payload) = message.payload() else { continue }; // tombstones: the delete came before
-            if let Some(&entity) = entities.get(message.topic()) {
-                batch.add(entity, message.topic(), message.partition(), message.offset(), payload);
+                received = tokio::time::timeout(wait, messages.recv()), if !full => match received {
+                    Err(_) => {} // the batch's wait is over
+                    Ok(None) => anyhow::bail!("the Kafka consumer stopped"),
+                    Ok(Some(message)) => {
+                        deadline.get_or_insert_with(|| Instant::now() + c.batch_wait);
+                        offsets.insert((message.topic().to_owned(), message.partition()), message.offset());
+                        if let Some(ts) = message.timestamp().to_millis() {
+                            batch.oldest_message_ms = Some(batch.oldest_message_ms.map_or(ts, |o| o.min(ts)));
+                        }
+                        batch.first_received.get_or_insert_with(|| (Instant::now(), cdc_now_ms()));
+                        // Tombstones carry no payload: the delete came before them.
+                        if let (Some(payload), Some(&entity)) = (message.payload(), entities.get(message.topic())) {
+                            batch.add(entity, message.topic(), message.partition(), message.offset(), payload);
+                        }
+                    }
+                },
             }
         }
-        let started = Instant::now();
-        let mut backoff = Duration::from_millis(100);
-        while let Err(e) = store.write(&batch).await {
-            tracing::warn!(error = %e, retry_in = ?backoff, "clickhouse insert failed; retrying (offsets not committed)");
-            metrics.set_healthy(Some(format!("clickhouse: {e}")));
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(10));
-        }
-        metrics.set_healthy(None);
-        metrics.applied(&batch, started.elapsed());
-        if !batch.dead.is_empty() {
-            tracing::error!(count = batch.dead.len(), "events could not be applied; see the dead_letters table");
-        }
-        let mut list = TopicPartitionList::new();
-        for ((topic, partition), offset) in &offsets {
-            list.add_partition_offset(topic, *partition, Offset::Offset(offset + 1))?;
-        }
-        if list.count() > 0 {
-            consumer.commit(&list, CommitMode::Sync)?;
-        }
-        committed.extend(offsets);
-        if last_lag_check.elapsed() >= Duration::from_secs(5) {
-            // Consumer lag: the brokers' high watermarks against what is committed (a metadata round trip per
-            // partition, so only every few seconds).
-            last_lag_check = Instant::now();
-            for ((topic, partition), offset) in &committed {
-                let marks = tokio::task::block_in_place(|| consumer.fetch_watermarks(topic, *partition, Duration::from_secs(1)));
-                if let Ok((_, high)) = marks {
-                    metrics.consumer_lag(topic, *partition, (high - offset - 1).max(0));
-                }
-            }
-        }
+        let write =
+            tokio::spawn(write_batch(store.clone(), batch, std::mem::take(&mut fresh), metrics.clone(), shutdown.clone()));
+        in_flight = Some(InFlight { write, offsets });
     }
 }
