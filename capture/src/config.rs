@@ -32,6 +32,11 @@ pub struct Config {
     /// `200ms`.
     #[serde(with = "humantime_serde")]
     pub checkpoint_interval: Duration,
+    /// `/health` warns (staying 200) while the binlog retention headroom of a source, the time before its server may
+    /// purge the binlog file the source's checkpoint still needs, is below this. `0s` turns that warning off; a file
+    /// already purged, or closed at a time the capture cannot tell, is reported anyway. Default `1h`.
+    #[serde(with = "humantime_serde")]
+    pub retention_warning: Duration,
     /// The broker.
     pub kafka: KafkaConfig,
     /// The source servers.
@@ -118,6 +123,7 @@ impl Default for Config {
             queue_capacity: 8,
             batch_size: 1000,
             checkpoint_interval: Duration::from_millis(200),
+            retention_warning: Duration::from_secs(3600),
             kafka: KafkaConfig {
                 brokers: "127.0.0.1:9092".into(),
                 partitions: 3,
@@ -194,6 +200,8 @@ pub struct Settings {
     pub batch_size: usize,
     /// See [`Config::checkpoint_interval`].
     pub checkpoint_interval: Duration,
+    /// See [`Config::retention_warning`].
+    pub retention_warning: Duration,
     /// See [`Config::kafka`].
     pub kafka: KafkaConfig,
     /// The sources.
@@ -288,6 +296,7 @@ impl Config {
             queue_capacity: self.queue_capacity,
             batch_size: self.batch_size,
             checkpoint_interval: self.checkpoint_interval,
+            retention_warning: self.retention_warning,
             kafka: self.kafka,
             sources,
         })
@@ -417,6 +426,37 @@ mod tests {
         assert!(s.sources[0].filter.matches("users", "users"), "default include is the url's database");
         c.kafka.properties.insert("acks".into(), "1".into());
         assert!(c.validate().unwrap_err().to_string().contains("acks"));
+    }
+
+    #[test]
+    fn the_example_file_holds_every_option_with_its_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("capture.example.toml");
+        // Without the defaults underneath: an option missing from the file fails here.
+        let example: Config = Figment::from(Toml::file(&path)).extract().expect("the example parses on its own");
+        // Sources have no defaults, and the producer properties are an example: those are taken as written.
+        let defaults = Config {
+            sources: example.sources.clone(),
+            kafka: KafkaConfig { properties: example.kafka.properties.clone(), ..Config::default().kafka },
+            ..Config::default()
+        };
+        assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
+        let minimal: SourceConfig =
+            Figment::from(Toml::string("name = \"s\"\nurl = \"mysql://u@h/db\"\nserver_id = 1")).extract().unwrap();
+        let source_defaults =
+            |s: &SourceConfig| format!("{:?}", (s.snapshot, s.snapshot_chunk_rows, s.heartbeat_interval, &s.exclude));
+        assert_eq!(source_defaults(&example.sources[0]), source_defaults(&minimal), "the example's source defaults");
+        assert!(example.validate().is_ok());
+    }
+
+    #[test]
+    fn durations_are_human() {
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string("retention_warning = \"30d\"\ncheckpoint_interval = \"1s 500ms\""))
+            .extract()
+            .unwrap();
+        assert_eq!(config.retention_warning, Duration::from_secs(30 * 86_400));
+        assert_eq!(config.checkpoint_interval, Duration::from_millis(1500));
+        assert_eq!(Config::default().retention_warning, Duration::from_secs(3600));
     }
 
     #[test]

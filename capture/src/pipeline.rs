@@ -5,6 +5,7 @@
 //! acknowledged. A transient error (lost connection, broker unavailable) restarts the source from its saved
 //! checkpoint after a backoff; a definite error stops it with a message naming the remedy.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,9 +17,10 @@ use crate::checkpoint::{Checkpoint, CheckpointStore, FileCheckpointStore};
 use crate::checks::{self, Flavor, ServerInfo};
 use crate::config::{Settings, SnapshotMode, SourceSettings};
 use crate::error::CaptureError;
-use crate::metrics::{SourceMetrics, SourceState};
+use crate::metrics::{Purge, RetentionEstimate, SourceMetrics, SourceState};
 use crate::position::GtidSet;
 use crate::sink::{Batch, KafkaChangeSink};
+use crate::transform::now_ms;
 use crate::{snapshot, stream};
 
 /// Runs one source until `shutdown`, retrying transient errors with backoff.
@@ -77,13 +79,15 @@ async fn run_once(
     let mut store = FileCheckpointStore::new(&settings.state_dir, name).map_err(checkpoint_error)?;
     let (pool, info, checkpoint) = prepare(source, &store).await?;
     tracing::info!(source = %name, version = %info.version, server_id = info.server_id, "source checked");
+    metrics.checkpoint_loaded(checkpoint.as_ref());
 
-    let sink = KafkaChangeSink::new(settings, metrics.clone())?;
+    let sink = KafkaChangeSink::new(settings, source.filter.clone(), metrics.clone())?;
     let (tx, rx) = mpsc::channel::<Batch>(settings.queue_capacity);
     let stop = shutdown.child_token();
     let reader = read(settings, source, &info, &pool, checkpoint, tx, metrics, &stop);
     let writer = write(settings, sink, rx, &mut store, metrics, &stop);
-    let monitor = tokio::spawn(monitor_binlog(pool.clone(), metrics.clone(), stop.clone()));
+    let monitor =
+        tokio::spawn(monitor_binlog(pool.clone(), metrics.clone(), settings.retention_warning, stop.clone()));
     tokio::pin!(reader, writer);
     // The writer finishes after the reader: it drains what the reader queued, then saves the last checkpoint.
     let result = tokio::select! {
@@ -182,12 +186,13 @@ async fn write(
         if let Some(cp) = sink.take_acknowledged()? {
             unsaved = Some(cp);
         }
+        sink.publish_heartbeat().await?;
         metrics.in_flight.store(sink.in_flight() as i64, Ordering::Relaxed);
         let closing = !open || stop.is_cancelled();
         if let Some(cp) = &unsaved {
             if closing || last_save.elapsed() >= settings.checkpoint_interval {
                 save(store, cp, &name)?;
-                metrics.checkpoint_saved();
+                metrics.checkpoint_saved(cp);
                 unsaved = None;
                 last_save = Instant::now();
             }
@@ -202,16 +207,22 @@ async fn write(
             sink.flush(settings.kafka.delivery_timeout)?;
             if let Some(cp) = sink.take_acknowledged()? {
                 save(store, &cp, &name)?;
-                metrics.checkpoint_saved();
+                metrics.checkpoint_saved(&cp);
             }
             return Ok(());
         }
     }
 }
 
-/// Updates `binlog_bytes_behind` every 2 s from the server's binlog sizes and the reader's position. Errors are
-/// left to the reader, which owns reconnection: the gauge then keeps its last value.
-async fn monitor_binlog(pool: mysql_async::Pool, metrics: Arc<SourceMetrics>, stop: CancellationToken) {
+/// Updates `binlog_bytes_behind` and the binlog retention estimate (see [`crate::metrics`]) every 2 s from the
+/// server's binlog files, expiry setting and clock, the reader's position and the checkpoint. Errors are left to the
+/// reader, which owns reconnection: the gauges then keep their last values (the retention headroom counting down).
+async fn monitor_binlog(
+    pool: mysql_async::Pool,
+    metrics: Arc<SourceMetrics>,
+    retention_warning: Duration,
+    stop: CancellationToken,
+) {
     use mysql_async::prelude::*;
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
@@ -220,12 +231,99 @@ async fn monitor_binlog(pool: mysql_async::Pool, metrics: Arc<SourceMetrics>, st
             _ = tick.tick() => {}
         }
         let Ok(mut conn) = pool.get_conn().await else { continue };
+        // The clock before the files: what SHOW BINARY LOGS shows was still true at that server time. The capture's
+        // clock is read first, so the measured offset errs towards less headroom.
+        let local_ms = now_ms();
+        let server_ms = conn.query_first::<i64, _>(SERVER_CLOCK_MS).await.ok().flatten();
         let Ok(logs) = conn.query::<(String, u64), _>("SHOW BINARY LOGS").await else { continue };
         let (file, pos) = metrics.position.lock().expect("position lock").clone();
-        if file.is_empty() {
+        if !file.is_empty() {
+            metrics.bytes_behind.store(bytes_behind(&logs, &file, pos) as i64, Ordering::Relaxed);
+        }
+        let Some(server_ms) = server_ms else { continue };
+        let Ok(variables) = conn.query::<(String, String), _>(EXPIRY_VARIABLES).await else { continue };
+        let expiry = expiry_period(&variables);
+        let mut retention = metrics.retention.lock().expect("retention lock");
+        let seen = &mut retention.seen_active_ms;
+        seen.retain(|f, _| logs.iter().any(|(l, _)| l == f));
+        if let Some((active, _)) = logs.last() {
+            seen.insert(active.clone(), server_ms);
+        }
+        if retention.needed_file.is_empty() {
             continue;
         }
-        metrics.bytes_behind.store(bytes_behind(&logs, &file, pos) as i64, Ordering::Relaxed);
+        let open_at_ms = open_at(&retention.needed_file, retention.needed_open_at_ms, &retention.seen_active_ms);
+        let purge = purge_time(&logs, expiry, &retention.needed_file, open_at_ms, server_ms - local_ms);
+        let file = retention.needed_file.clone();
+        retention.estimate = Some(RetentionEstimate { file, expiry, purge, warning: retention_warning });
+    }
+}
+
+/// The server's clock in ms since the epoch.
+const SERVER_CLOCK_MS: &str = "SELECT CAST(FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000) AS SIGNED)";
+
+/// The settings that decide when the server purges binlog files by age; a server lacks some (MySQL 8.4 has no
+/// `expire_logs_days`, MariaDB no `binlog_expire_logs_auto_purge`, MariaDB before 10.6 no
+/// `binlog_expire_logs_seconds`), and SHOW VARIABLES then leaves them out instead of failing.
+const EXPIRY_VARIABLES: &str = "SHOW GLOBAL VARIABLES WHERE Variable_name IN \
+     ('binlog_expire_logs_seconds', 'expire_logs_days', 'binlog_expire_logs_auto_purge')";
+
+/// The server's expiry period from [`EXPIRY_VARIABLES`]; zero when it does not purge by age.
+///
+/// `binlog_expire_logs_seconds` wins when non-zero: MariaDB 10.6+ keeps the two linked (one is the other converted),
+/// MySQL 8 ignores `expire_logs_days` then (its first releases added the two: the seconds alone still bound it from
+/// below). Otherwise `expire_logs_days` (fractional on MariaDB), rounded down. MySQL 8.0.29+ does not purge by age at
+/// all with `binlog_expire_logs_auto_purge` OFF.
+fn expiry_period(variables: &[(String, String)]) -> Duration {
+    let value = |name: &str| variables.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim());
+    if value("binlog_expire_logs_auto_purge").is_some_and(|v| v.eq_ignore_ascii_case("OFF") || v == "0") {
+        return Duration::ZERO;
+    }
+    let seconds = value("binlog_expire_logs_seconds").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    if seconds > 0 {
+        return Duration::from_secs(seconds);
+    }
+    let days = value("expire_logs_days").and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    if days.is_finite() && days > 0.0 {
+        Duration::from_secs((days * 86_400.0) as u64)
+    } else {
+        Duration::ZERO
+    }
+}
+
+/// The latest server time (ms) at which binlog file `needed` was certainly still open, 0 when nothing shows one:
+/// `checkpoint_ms` (a commit time before the checkpoint, see [`crate::metrics::Retention::needed_open_at_ms`]), or
+/// the last time the monitor saw it, or an earlier file, as the server's active file.
+fn open_at(needed: &str, checkpoint_ms: i64, seen_active_ms: &HashMap<String, i64>) -> i64 {
+    let needed_seq = file_seq(needed);
+    seen_active_ms
+        .iter()
+        .filter(|(file, _)| {
+            file.as_str() == needed || matches!((file_seq(file), needed_seq), (Some(f), Some(n)) if f < n)
+        })
+        .map(|(_, &ms)| ms)
+        .fold(checkpoint_ms.max(0), i64::max)
+}
+
+/// The numeric suffix of a binlog file name, which orders the files of one server.
+fn file_seq(file: &str) -> Option<u64> {
+    file.rsplit('.').next()?.parse().ok()
+}
+
+/// When the server may purge binlog file `needed`, given its files (SHOW BINARY LOGS), its expiry period, a server
+/// time `open_at_ms` at which the file was still open (0 if unknown), and the offset of the server's clock from the
+/// capture's (`server - capture`, ms). A file is purged once it is older than the expiry period, counted from its
+/// last write, which is at or after `open_at_ms`.
+fn purge_time(logs: &[(String, u64)], expiry: Duration, needed: &str, open_at_ms: i64, offset_ms: i64) -> Purge {
+    if !logs.iter().any(|(file, _)| file == needed) {
+        Purge::Purged
+    } else if expiry.is_zero() {
+        Purge::Never
+    } else if open_at_ms <= 0 {
+        Purge::Unknown
+    } else {
+        let expiry_ms = i64::try_from(expiry.as_millis()).unwrap_or(i64::MAX);
+        Purge::NotBefore(open_at_ms.saturating_add(expiry_ms).saturating_sub(offset_ms))
     }
 }
 
@@ -254,5 +352,104 @@ mod tests {
         let logs = vec![("binlog.000001".to_string(), 1000), ("binlog.000002".into(), 500), ("binlog.000003".into(), 300)];
         assert_eq!(bytes_behind(&logs, "binlog.000002", 200), 300 + 300);
         assert_eq!(bytes_behind(&logs, "binlog.000003", 300), 0);
+    }
+
+    const HOUR_MS: i64 = 3_600_000;
+    const EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+    fn logs() -> Vec<(String, u64)> {
+        vec![("binlog.000002".to_string(), 1000), ("binlog.000003".into(), 500), ("binlog.000004".into(), 300)]
+    }
+
+    #[test]
+    fn the_active_file_keeps_the_full_expiry_from_when_it_was_last_seen_active() {
+        let now = 100 * HOUR_MS;
+        let seen = HashMap::from([("binlog.000004".to_string(), now)]);
+        let open = open_at("binlog.000004", now - 48 * HOUR_MS, &seen);
+        assert_eq!(open, now, "seen active just now: newer than the checkpoint's commit");
+        let purge = purge_time(&logs(), EXPIRY, "binlog.000004", open, 0);
+        assert_eq!(purge, Purge::NotBefore(now + 7 * 24 * HOUR_MS));
+    }
+
+    #[test]
+    fn an_older_file_counts_from_the_checkpoints_commit_time() {
+        let now = 500 * HOUR_MS;
+        // The monitor never saw binlog.000003 active (the capture started after it was closed).
+        let seen = HashMap::from([("binlog.000004".to_string(), now)]);
+        let open = open_at("binlog.000003", now - 2 * HOUR_MS, &seen);
+        assert_eq!(open, now - 2 * HOUR_MS);
+        let purge = purge_time(&logs(), Duration::from_secs(3 * 3600), "binlog.000003", open, 0);
+        assert_eq!(purge, Purge::NotBefore(now + HOUR_MS), "3 h expiry - 2 h since the commit = 1 h");
+        // The server's clock runs 10 s ahead of the capture's: the file goes 10 s earlier by the capture's clock.
+        let skewed = purge_time(&logs(), Duration::from_secs(3 * 3600), "binlog.000003", open, 10_000);
+        assert_eq!(skewed, Purge::NotBefore(now + HOUR_MS - 10_000));
+    }
+
+    #[test]
+    fn a_file_seen_active_or_after_an_earlier_active_file_was_open_then() {
+        let seen = HashMap::from([
+            ("binlog.000002".to_string(), 10 * HOUR_MS),
+            ("binlog.000003".to_string(), 20 * HOUR_MS),
+            ("binlog.000004".to_string(), 30 * HOUR_MS),
+        ]);
+        assert_eq!(open_at("binlog.000003", 5 * HOUR_MS, &seen), 20 * HOUR_MS, "seen active itself");
+        assert_eq!(open_at("binlog.000003", 25 * HOUR_MS, &seen), 25 * HOUR_MS, "a later commit in it");
+        let earlier_only = HashMap::from([("binlog.000002".to_string(), 10 * HOUR_MS)]);
+        assert_eq!(open_at("binlog.000003", 0, &earlier_only), 10 * HOUR_MS, "created after .000002 was active");
+        let later_only = HashMap::from([("binlog.000004".to_string(), 30 * HOUR_MS)]);
+        assert_eq!(open_at("binlog.000003", 0, &later_only), 0, "a later active file proves nothing");
+    }
+
+    #[test]
+    fn a_closed_file_with_no_evidence_may_go_at_the_next_rotation() {
+        assert_eq!(purge_time(&logs(), EXPIRY, "binlog.000003", 0, 0), Purge::Unknown);
+    }
+
+    #[test]
+    fn a_file_the_server_no_longer_lists_is_purged_whatever_the_expiry() {
+        assert_eq!(purge_time(&logs(), EXPIRY, "binlog.000001", HOUR_MS, 0), Purge::Purged);
+        assert_eq!(purge_time(&logs(), Duration::ZERO, "binlog.000001", HOUR_MS, 0), Purge::Purged);
+    }
+
+    #[test]
+    fn expiry_zero_never_purges() {
+        assert_eq!(purge_time(&logs(), Duration::ZERO, "binlog.000003", 0, 0), Purge::Never);
+        assert_eq!(purge_time(&logs(), Duration::ZERO, "binlog.000004", HOUR_MS, 0), Purge::Never);
+    }
+
+    #[test]
+    fn a_long_gone_deadline_stays_a_deadline_that_the_headroom_clamps_at_zero() {
+        let purge = purge_time(&logs(), Duration::from_secs(3600), "binlog.000002", HOUR_MS, 0);
+        assert_eq!(purge, Purge::NotBefore(2 * HOUR_MS));
+        let estimate = RetentionEstimate {
+            file: "binlog.000002".into(),
+            expiry: Duration::from_secs(3600),
+            purge,
+            warning: Duration::from_secs(3600),
+        };
+        assert_eq!(estimate.headroom_seconds(50 * HOUR_MS), 0.0);
+    }
+
+    #[test]
+    fn the_expiry_period_follows_each_servers_variables() {
+        let vars = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+        };
+        let cases = [
+            // MariaDB 10.11: both, linked.
+            (vars(&[("binlog_expire_logs_seconds", "604800"), ("expire_logs_days", "7.000000")]), 604_800),
+            // MariaDB 10.5: days only, fractional.
+            (vars(&[("expire_logs_days", "0.500000")]), 43_200),
+            (vars(&[("expire_logs_days", "0")]), 0),
+            // MySQL 8.0 with expire_logs_days set at startup: seconds 0, days used.
+            (vars(&[("binlog_expire_logs_seconds", "0"), ("expire_logs_days", "2")]), 172_800),
+            // MySQL 8.4: seconds only; automatic purging off means never.
+            (vars(&[("binlog_expire_logs_seconds", "2592000"), ("binlog_expire_logs_auto_purge", "ON")]), 2_592_000),
+            (vars(&[("binlog_expire_logs_seconds", "2592000"), ("binlog_expire_logs_auto_purge", "OFF")]), 0),
+            (vars(&[]), 0),
+        ];
+        for (variables, seconds) in cases {
+            assert_eq!(expiry_period(&variables), Duration::from_secs(seconds), "{variables:?}");
+        }
     }
 }

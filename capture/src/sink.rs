@@ -8,12 +8,17 @@
 //! checkpoint, so nothing is lost; records acknowledged after that checkpoint are sent again with identical source
 //! coordinates.
 //!
+//! Heartbeats: a batch may ask for a [`Heartbeat`] at its checkpoint. It is produced to `<prefix>.heartbeats` when
+//! that batch is released (every record before it acknowledged), with the source's watermarks: per partition of
+//! each of the source's topics, the next offset after everything acknowledged so far (and, for partitions not
+//! written since start, the broker's high watermark read once before the first heartbeat).
+//!
 //! Memory is bounded by librdkafka's queue (`queue.buffering.max.messages`/`.kbytes`): when it is full, `send`
 //! waits for acknowledgements instead of buffering more. The default 4 MB (about 8,000 change events) is 0.4 s of what
 //! the local broker acknowledges, enough to keep its batches full, and keeps the capture's peak memory small; a larger
 //! queue (librdkafka's own default is 1 GB) only holds more memory when the broker is the bottleneck.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,14 +26,17 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use cdc_contract::{Heartbeat, NextOffsets};
+use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use tokio::sync::Notify;
 
 use crate::checkpoint::Checkpoint;
-use crate::config::Settings;
+use crate::config::{Settings, TableFilter};
 use crate::error::{classify_kafka, CaptureError};
 use crate::metrics::SourceMetrics;
-use crate::transform::{Record, Route};
+use crate::stream::heartbeat_topic;
+use crate::transform::{now_ms, Record, Route};
 
 /// librdkafka's queue limit in KB unless `kafka.properties` sets one (see the module doc).
 pub const QUEUE_KBYTES: u64 = 4096;
@@ -69,6 +77,20 @@ pub struct Batch {
     pub records: Vec<Record>,
     /// Saved once this batch and all before it are acknowledged.
     pub checkpoint: Option<Checkpoint>,
+    /// Publish a heartbeat at `checkpoint` once it is released (needs a checkpoint).
+    pub heartbeat: Option<BeatAt>,
+}
+
+/// What the reader knows of a heartbeat; the sink adds the position (from the batch's checkpoint) and the
+/// watermarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BeatAt {
+    /// See [`Heartbeat::last_commit_ts_ms`].
+    pub last_commit_ts_ms: i64,
+    /// See [`Heartbeat::as_of_ms`].
+    pub as_of_ms: i64,
+    /// See [`Heartbeat::idle`].
+    pub idle: bool,
 }
 
 /// Acknowledgement bookkeeping shared with librdkafka's delivery callback.
@@ -84,6 +106,9 @@ struct Acks {
 struct AckState {
     remaining: HashMap<u64, usize>,
     failure: Option<KafkaError>,
+    /// Per topic, per partition: one past the highest acknowledged offset (at least the high watermark read at
+    /// start for the source's topics).
+    next_offsets: NextOffsets,
 }
 
 /// The producer context: counts acknowledgements per batch.
@@ -99,7 +124,8 @@ impl ProducerContext for AckContext {
     fn delivery(&self, result: &DeliveryResult<'_>, batch: usize) {
         let mut state = self.acks.state.lock().expect("ack state lock");
         match result {
-            Ok(_) => {
+            Ok(message) => {
+                state.next_offsets.advance(message.topic(), message.partition(), message.offset() + 1);
                 if let Some(n) = state.remaining.get_mut(&(batch as u64)) {
                     *n -= 1;
                 }
@@ -126,8 +152,17 @@ pub struct KafkaChangeSink {
     /// Partitions and replication factor of topics this sink creates.
     new_topic_partitions: i32,
     new_topic_replication: i32,
-    /// Batches sent and not yet released, oldest first, with their checkpoints.
-    pending: VecDeque<(u64, Option<Checkpoint>)>,
+    /// Batches sent and not yet released, oldest first, with their checkpoints and heartbeat requests.
+    pending: VecDeque<(u64, Option<Checkpoint>, Option<BeatAt>)>,
+    /// The newest released heartbeat request, not yet published.
+    ready_beat: Option<(BeatAt, Checkpoint)>,
+    /// Whether the high watermarks of the source's existing topics were read.
+    baseline_read: bool,
+    /// The source's tables, to tell its topics.
+    filter: TableFilter,
+    /// `<prefix>.`, and the heartbeat topic.
+    topic_prefix: String,
+    heartbeat_topic: Arc<str>,
     /// Sequence number of the next batch.
     next_batch: u64,
     /// Metrics of the source this sink serves.
@@ -135,8 +170,8 @@ pub struct KafkaChangeSink {
 }
 
 impl KafkaChangeSink {
-    /// A sink for one source.
-    pub fn new(settings: &Settings, metrics: Arc<SourceMetrics>) -> Result<KafkaChangeSink, CaptureError> {
+    /// A sink for one source, whose tables are those `filter` matches.
+    pub fn new(settings: &Settings, filter: TableFilter, metrics: Arc<SourceMetrics>) -> Result<KafkaChangeSink, CaptureError> {
         let acks = Arc::new(Acks::default());
         let producer =
             producer_config(settings).create_with_context(AckContext { acks: acks.clone() }).map_err(classify_kafka)?;
@@ -152,6 +187,11 @@ impl KafkaChangeSink {
             new_topic_partitions: settings.kafka.partitions,
             new_topic_replication: settings.kafka.replication_factor,
             pending: VecDeque::new(),
+            ready_beat: None,
+            baseline_read: false,
+            filter,
+            topic_prefix: format!("{}.", settings.topic_prefix),
+            heartbeat_topic: heartbeat_topic(&settings.topic_prefix).into(),
             next_batch: 0,
             metrics,
         })
@@ -181,6 +221,7 @@ impl KafkaChangeSink {
             .filter(|&n| n > 0)
             .unwrap_or(self.new_topic_partitions);
         self.topics.insert(topic.clone(), partitions);
+        self.acks.state.lock().expect("ack state lock").next_offsets.advance(topic, partitions - 1, 0);
         Ok(partitions)
     }
 
@@ -196,7 +237,8 @@ impl KafkaChangeSink {
             };
         }
         self.acks.state.lock().expect("ack state lock").remaining.insert(id, count);
-        self.pending.push_back((id, batch.checkpoint));
+        let heartbeat = batch.heartbeat.filter(|_| batch.checkpoint.is_some());
+        self.pending.push_back((id, batch.checkpoint, heartbeat));
         for record in &batch.records {
             let partitions = match record.route {
                 Route::ByKey => {
@@ -246,22 +288,90 @@ impl KafkaChangeSink {
         }
     }
 
-    /// Releases acknowledged batches in order; returns the newest checkpoint among them, if any.
+    /// Releases acknowledged batches in order; returns the newest checkpoint among them, if any. A heartbeat
+    /// requested by a released batch becomes ready for [`publish_heartbeat`](Self::publish_heartbeat).
     pub fn take_acknowledged(&mut self) -> Result<Option<Checkpoint>, CaptureError> {
         self.check_failure()?;
         let mut state = self.acks.state.lock().expect("ack state lock");
         let mut newest = None;
-        while let Some((id, _)) = self.pending.front() {
+        while let Some((id, _, _)) = self.pending.front() {
             if state.remaining.get(id).copied().unwrap_or(0) > 0 {
                 break;
             }
             state.remaining.remove(id);
-            let (_, checkpoint) = self.pending.pop_front().expect("front exists");
+            let (_, checkpoint, beat) = self.pending.pop_front().expect("front exists");
+            if let (Some(beat), Some(cp)) = (beat, &checkpoint) {
+                self.ready_beat = Some((beat, cp.clone()));
+            }
             if checkpoint.is_some() {
                 newest = checkpoint;
             }
         }
         Ok(newest)
+    }
+
+    /// Publishes the ready heartbeat, if any, with the source's watermarks (see the module doc). It is tracked like a
+    /// batch, so a failed delivery stops the pipeline like any other.
+    pub async fn publish_heartbeat(&mut self) -> Result<(), CaptureError> {
+        let Some((beat, cp)) = self.ready_beat.take() else { return Ok(()) };
+        if !self.baseline_read {
+            self.read_baseline()?;
+            self.baseline_read = true;
+        }
+        let watermarks: BTreeMap<String, Vec<i64>> = {
+            let state = self.acks.state.lock().expect("ack state lock");
+            state
+                .next_offsets
+                .0
+                .iter()
+                .filter(|(topic, _)| self.is_source_topic(topic))
+                .map(|(topic, offsets)| (topic.clone(), offsets.clone()))
+                .collect()
+        };
+        let heartbeat = Heartbeat {
+            source: self.metrics.name.clone(),
+            server_id: cp.server_id,
+            file: cp.position.file.clone(),
+            pos: cp.position.pos,
+            gtid_set: cp.gtid_set.to_string(),
+            last_commit_ts_ms: beat.last_commit_ts_ms,
+            as_of_ms: beat.as_of_ms,
+            idle: beat.idle,
+            ts_ms: now_ms(),
+            watermarks,
+        };
+        let record = Record {
+            topic: self.heartbeat_topic.clone(),
+            route: Route::ByKey,
+            key: Some(serde_json::to_vec(&serde_json::json!({ "source": heartbeat.source })).expect("json")),
+            value: Some(serde_json::to_vec(&heartbeat).expect("json")),
+            op: None,
+        };
+        self.send(Batch { records: vec![record], checkpoint: None, heartbeat: None }).await
+    }
+
+    /// Whether `topic` holds changes of this source: `<prefix>.<db>.<table>` of a captured table.
+    fn is_source_topic(&self, topic: &str) -> bool {
+        topic
+            .strip_prefix(&self.topic_prefix)
+            .and_then(|rest| rest.split_once('.'))
+            .is_some_and(|(db, table)| self.filter.matches(db, table))
+    }
+
+    /// Reads the broker's high watermarks of the source's existing topics: records published before this sink
+    /// started (by an earlier run) lie below them.
+    fn read_baseline(&self) -> Result<(), CaptureError> {
+        let client = self.producer.client();
+        let timeout = Duration::from_secs(10);
+        let metadata = tokio::task::block_in_place(|| client.fetch_metadata(None, timeout)).map_err(classify_kafka)?;
+        for topic in metadata.topics().iter().filter(|t| self.is_source_topic(t.name())) {
+            for partition in topic.partitions() {
+                let (_, high) = tokio::task::block_in_place(|| client.fetch_watermarks(topic.name(), partition.id(), timeout))
+                    .map_err(classify_kafka)?;
+                self.acks.state.lock().expect("ack state lock").next_offsets.advance(topic.name(), partition.id(), high);
+            }
+        }
+        Ok(())
     }
 
     /// Waits until some record is acknowledged (or failed).

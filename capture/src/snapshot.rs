@@ -157,13 +157,13 @@ pub async fn run(
             // `last`; memory stays bounded by two chunks.
             match (&mut pending, last_event) {
                 (_, Some(event)) => {
-                    let chunk = (Batch { records, checkpoint: Some(checkpoint) }, event);
+                    let chunk = (Batch { records, checkpoint: Some(checkpoint), heartbeat: None }, event);
                     if let Some((batch, _)) = pending.replace(chunk) {
                         send(tx, name, batch).await?;
                     }
                 }
                 (Some((held, _)), None) => held.checkpoint = Some(checkpoint),
-                (None, None) => send(tx, name, Batch { records, checkpoint: Some(checkpoint) }).await?,
+                (None, None) => send(tx, name, Batch { records, checkpoint: Some(checkpoint), heartbeat: None }).await?,
             }
             if done {
                 break;
@@ -181,7 +181,7 @@ pub async fn run(
             batch.checkpoint = Some(done);
             send(tx, name, batch).await?;
         }
-        None => send(tx, name, Batch { records: Vec::new(), checkpoint: Some(done) }).await?,
+        None => send(tx, name, Batch { records: Vec::new(), checkpoint: Some(done), heartbeat: None }).await?,
     }
     conn.query_drop("COMMIT").await.map_err(my)?;
     tracing::info!(source = %name, rows = progress.rows, position = %start, "snapshot complete");

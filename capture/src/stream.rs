@@ -4,9 +4,11 @@
 //! transaction, or several for a transaction larger than `batch_size`, so a million-row transaction passes in
 //! bounded memory (the queue to the sink is bounded and `send` waits when it is full).
 //!
-//! When the server has nothing to send it sends a heartbeat every `heartbeat_interval`; the reader then publishes
-//! its position to `<prefix>.heartbeats` and checkpoints it, so positions advance and lag stays measurable on an
-//! idle source.
+//! When the server has nothing to send it sends a heartbeat every `heartbeat_interval`; the reader then checkpoints
+//! its position and asks the sink to publish a [`Heartbeat`](cdc_contract::Heartbeat) to `<prefix>.heartbeats` once
+//! everything before it is acknowledged, so positions advance and lag stays measurable on an idle source. While the
+//! source is busy, the end of a transaction carries such a heartbeat at most every `heartbeat_interval`, so
+//! consumers can tell how far they are also under load.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,7 +17,6 @@ use futures_util::StreamExt;
 use mysql_async::binlog::EventType;
 use mysql_async::prelude::*;
 use mysql_async::{BinlogStreamRequest, Conn, Pool};
-use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -26,26 +27,12 @@ use crate::decode::ServerFlavor;
 use crate::error::{classify_mysql, CaptureError};
 use crate::metrics::SourceMetrics;
 use crate::schema;
-use crate::sink::Batch;
-use crate::transform::{now_ms, Record, Route, TransformError, Transformer};
+use crate::sink::{Batch, BeatAt};
+use crate::transform::{now_ms, Record, TransformError, Transformer};
 
 /// The heartbeat topic of a prefix.
 pub fn heartbeat_topic(prefix: &str) -> String {
     format!("{prefix}.heartbeats")
-}
-
-/// The value of a heartbeat record.
-#[derive(Debug, Serialize)]
-struct Heartbeat<'a> {
-    source: &'a str,
-    server_id: u32,
-    file: &'a str,
-    pos: u64,
-    gtid_set: String,
-    /// Commit time of the newest transaction before this position.
-    last_commit_ts_ms: i64,
-    /// When the server confirmed there was nothing newer.
-    ts_ms: i64,
 }
 
 /// Streams from `start` until cancelled or an error.
@@ -87,9 +74,9 @@ pub async fn run(
             Flavor::MySql => ServerFlavor::MySql,
         },
     );
-    let heartbeat_topic: Arc<str> = heartbeat_topic(&settings.topic_prefix).into();
     let mut schema_conn: Option<Conn> = None;
     let mut records: Vec<Record> = Vec::with_capacity(settings.batch_size);
+    let mut last_beat = std::time::Instant::now();
     loop {
         let event = tokio::select! {
             biased;
@@ -120,31 +107,22 @@ pub async fn run(
                 pos.0.clone_from(&checkpoint.position.file);
                 pos.1 = checkpoint.position.pos;
             }
-            if is_heartbeat {
+            let last_commit_ts_ms = transformer.last_commit_ts_ms();
+            let beat = if is_heartbeat {
                 metrics.caught_up();
-                let beat = Heartbeat {
-                    source: name,
-                    server_id: checkpoint.server_id,
-                    file: &checkpoint.position.file,
-                    pos: checkpoint.position.pos,
-                    gtid_set: checkpoint.gtid_set.to_string(),
-                    last_commit_ts_ms: transformer.last_commit_ts_ms(),
-                    ts_ms: now_ms(),
-                };
-                records.push(Record {
-                    topic: heartbeat_topic.clone(),
-                    route: Route::ByKey,
-                    key: Some(serde_json::to_vec(&serde_json::json!({ "source": name })).expect("json")),
-                    value: Some(serde_json::to_vec(&beat).expect("json")),
-                    op: None,
-                });
+                Some(BeatAt { last_commit_ts_ms, as_of_ms: now_ms(), idle: true })
             } else {
-                metrics.committed(transformer.last_commit_ts_ms());
+                metrics.committed(last_commit_ts_ms);
+                (last_beat.elapsed() >= source.heartbeat_interval)
+                    .then_some(BeatAt { last_commit_ts_ms, as_of_ms: last_commit_ts_ms, idle: false })
+            };
+            if beat.is_some() {
+                last_beat = std::time::Instant::now();
             }
-            send(tx, metrics, std::mem::take(&mut records), Some(checkpoint)).await?;
+            send(tx, metrics, std::mem::take(&mut records), Some(checkpoint), beat).await?;
             records.reserve(settings.batch_size);
         } else if records.len() >= settings.batch_size {
-            send(tx, metrics, std::mem::take(&mut records), None).await?;
+            send(tx, metrics, std::mem::take(&mut records), None, None).await?;
             records.reserve(settings.batch_size);
         }
     }
@@ -155,9 +133,10 @@ async fn send(
     metrics: &SourceMetrics,
     records: Vec<Record>,
     checkpoint: Option<Checkpoint>,
+    heartbeat: Option<BeatAt>,
 ) -> Result<(), CaptureError> {
     metrics.queue_depth.store((tx.max_capacity() - tx.capacity()) as i64, Ordering::Relaxed);
-    tx.send(Batch { records, checkpoint }).await.map_err(|_| CaptureError::Definite {
+    tx.send(Batch { records, checkpoint, heartbeat }).await.map_err(|_| CaptureError::Definite {
         source_name: metrics.name.clone(),
         message: "the producer stopped".into(),
     })

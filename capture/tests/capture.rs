@@ -401,6 +401,15 @@ async fn idle_sources_send_heartbeats_advance_positions_and_keep_lag_small() -> 
         .and_then(|v| v.parse().ok())
         .unwrap_or(f64::MAX);
     assert!(lag <= 2.0, "idle lag {lag}s:\n{metrics}");
+    assert!(beats.iter().all(|b| b["idle"] == true && b["as_of_ms"].as_i64() > Some(0)), "{beats:?}");
+    // Heartbeats are watermarks: after 5 rows, a heartbeat names offsets that cover exactly those 5 records of the
+    // table's topic (summed over its partitions), never more than the topic holds.
+    db.exec("INSERT INTO quiet VALUES (1), (2), (3), (4), (5)").await?;
+    let topic = format!("{}.{}.quiet", capture.prefix, db.name);
+    let covered = |b: &Value| -> i64 { b["watermarks"][&topic].as_array().map_or(0, |a| a.iter().filter_map(Value::as_i64).sum()) };
+    reader.read_until(DEADLINE, |m| m.iter().filter_map(|m| m.value.as_ref()).any(|b| covered(b) == 5)).await?;
+    let marks: Vec<i64> = reader.events().iter().map(|b| covered(b)).collect();
+    assert!(marks.iter().all(|&m| m <= 5) && marks.windows(2).all(|w| w[0] <= w[1]), "watermarks {marks:?}");
     drop(capture);
     other.drop_db().await?;
     db.drop_db().await

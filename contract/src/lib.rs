@@ -5,6 +5,7 @@
 //!   `ts_ms`, `transaction`), and [`Row`]/[`Value`], the column values inside it;
 //! - [`Op`], the operation, mapped to `c`/`u`/`d`/`r`/`t` only in this module;
 //! - [`TableId`] and [`topic_name`], the one function that names topics;
+//! - [`Heartbeat`], a source's watermark in `<prefix>.heartbeats`, and [`position_order`];
 //! - [`SourceOrder`], a total order of positions within one source, which consumers use as a row version;
 //! - [`ChangeEventRef`] and the [`json`] writers: the envelope encoded straight into a reused buffer from borrowed
 //!   parts, byte for byte what serde_json writes for the owned types (producers use it; consumers deserialize).
@@ -19,8 +20,10 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 
+pub mod heartbeat;
 pub mod json;
 
+pub use heartbeat::{position_order, Heartbeat, NextOffsets};
 pub use json::{ChangeEventRef, ColumnKeys, EncodedSource, RowRef, SourceBlock, SourceRef, TransactionRef};
 
 /// The operation an event records.
@@ -71,7 +74,7 @@ impl Serialize for Op {
 
 impl<'de> Deserialize<'de> for Op {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let code = <&str>::deserialize(d).or_else(|_| Err(de::Error::custom("op must be a string")))?;
+        let code = <&str>::deserialize(d).map_err(|_| de::Error::custom("op must be a string"))?;
         Op::from_code(code).ok_or_else(|| de::Error::custom(format!("unknown op {code:?}")))
     }
 }

@@ -22,6 +22,18 @@ pub struct Sources {
     pub dir: PathBuf,
     capture: CancellationToken,
     capture_task: tokio::task::JoinHandle<()>,
+    capture_settings: cdc_capture::config::Settings,
+}
+
+fn spawn_capture(settings: &cdc_capture::config::Settings) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let token = CancellationToken::new();
+    let (settings, stop) = (settings.clone(), token.clone());
+    let task = tokio::spawn(async move {
+        if let Err(e) = cdc_capture::run(settings, stop).await {
+            eprintln!("capture stopped: {e:#}");
+        }
+    });
+    (token, task)
 }
 
 /// Applies `migrations/<service>/*.sql` in order.
@@ -49,11 +61,13 @@ impl Sources {
         let prefix = unique_name(name);
         let dir = std::env::temp_dir().join(&prefix);
         std::fs::create_dir_all(&dir)?;
-        let mut config = CaptureConfig::default();
-        config.topic_prefix = prefix.clone();
-        config.state_dir = dir.join("capture-state");
-        config.listen = "127.0.0.1:0".parse()?;
-        config.checkpoint_interval = Duration::from_millis(50);
+        let mut config = CaptureConfig {
+            topic_prefix: prefix.clone(),
+            state_dir: dir.join("capture-state"),
+            listen: "127.0.0.1:0".parse()?,
+            checkpoint_interval: Duration::from_millis(50),
+            ..CaptureConfig::default()
+        };
         config.kafka.brokers = stack().var("KAFKA_BROKERS").to_owned();
         let base: u32 = rand::rng().random_range(100_000..4_000_000);
         for (i, (source, db)) in [("users", &users), ("catalog", &catalog), ("orders", &orders)].into_iter().enumerate() {
@@ -68,15 +82,21 @@ impl Sources {
                 heartbeat_interval: Duration::from_millis(500),
             });
         }
-        let settings = config.validate()?;
-        let capture = CancellationToken::new();
-        let token = capture.clone();
-        let capture_task = tokio::spawn(async move {
-            if let Err(e) = cdc_capture::run(settings, token).await {
-                eprintln!("capture stopped: {e:#}");
-            }
-        });
-        Ok(Sources { users, catalog, orders, prefix, dir, capture, capture_task })
+        let capture_settings = config.validate()?;
+        let (capture, capture_task) = spawn_capture(&capture_settings);
+        Ok(Sources { users, catalog, orders, prefix, dir, capture, capture_task, capture_settings })
+    }
+
+    /// Kills the capture: its task is dropped where it stands, without a final checkpoint or flush (as a crash
+    /// would leave it; its replication connections close with the task).
+    pub async fn kill_capture(&mut self) {
+        self.capture_task.abort();
+        let _ = (&mut self.capture_task).await;
+    }
+
+    /// Starts the capture again (after [`Sources::kill_capture`]); it resumes from its saved checkpoints.
+    pub fn restart_capture(&mut self) {
+        (self.capture, self.capture_task) = spawn_capture(&self.capture_settings);
     }
 
     /// Stops the capture (waiting until its connections are closed: an open snapshot transaction would block the

@@ -297,7 +297,7 @@ async fn steady(
                 let _ = tx.send(Committed { orders: next..next + orders_per_tick, at });
                 rows += orders_per_tick * (LINES_PER_ORDER + 1);
                 next += orders_per_tick;
-                if tick % 10 == 0 {
+                if tick.is_multiple_of(10) {
                     users_conn
                         .query_drop(format!("INSERT INTO users (email, name, country) VALUES ('b{next}@x.io', 'Bench {next}', 'DE')"))
                         .await?;

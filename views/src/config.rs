@@ -49,6 +49,36 @@ pub struct Config {
     /// `bootstrap.servers`, `group.id` and `enable.auto.commit` are set by the service. Default none.
     #[serde(default)]
     pub kafka_properties: BTreeMap<String, String>,
+    /// A source whose heartbeats are older than this is not `caught_up` (its capture is down or cut off). Default
+    /// `10s`.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_timeout: Duration,
+    /// The source databases, named as the capture names its sources, with an account that may read their binlog
+    /// position (`SHOW MASTER STATUS`: REPLICATION CLIENT, or BINLOG MONITOR on MariaDB 10.5+). `/lag` compares
+    /// them with what the view applied; without them `caught_up` is never true. Default none.
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+}
+
+/// A source database, for `/lag`.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// The capture's name of the source (`source.name` in its events and heartbeats).
+    pub name: String,
+    /// `mysql://user:password@host:port`.
+    pub url: String,
+}
+
+impl std::fmt::Debug for SourceConfig {
+    /// Without the URL's password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = match (self.url.split_once("://"), self.url.rsplit_once('@')) {
+            (Some((scheme, _)), Some((_, host))) => format!("{scheme}://***@{host}"),
+            _ => self.url.clone(),
+        };
+        f.debug_struct("SourceConfig").field("name", &self.name).field("url", &url).finish()
+    }
 }
 
 impl Default for Config {
@@ -69,6 +99,8 @@ impl Default for Config {
             batch_wait: Duration::from_millis(50),
             fetch_wait: Duration::from_millis(50),
             kafka_properties: BTreeMap::new(),
+            heartbeat_timeout: Duration::from_secs(10),
+            sources: Vec::new(),
         }
     }
 }
@@ -98,6 +130,15 @@ pub struct Topics {
     pub orders: String,
     /// `<prefix>.<orders_db>.order_lines`.
     pub lines: String,
+    /// `<prefix>.heartbeats`: the sources' watermarks.
+    pub heartbeats: String,
+}
+
+impl Topics {
+    /// The four change topics.
+    pub fn changes(&self) -> [&str; 4] {
+        [&self.users, &self.products, &self.orders, &self.lines]
+    }
 }
 
 impl Config {
@@ -132,6 +173,20 @@ impl Config {
                 return Err(ConfigError(format!("kafka_properties may not set {fixed:?}: use the service's own option")));
             }
         }
+        for (i, source) in self.sources.iter().enumerate() {
+            if source.name.is_empty() || self.sources[..i].iter().any(|s| s.name == source.name) {
+                return Err(ConfigError(format!("sources: each needs a distinct, non-empty name (got {:?})", source.name)));
+            }
+            if let Err(e) = mysql_async::Opts::from_url(&source.url) {
+                return Err(ConfigError(format!(
+                    "sources: the url of {:?} is not a MySQL URL (mysql://user:password@host:port): {e}",
+                    source.name
+                )));
+            }
+        }
+        if self.heartbeat_timeout < Duration::from_secs(1) {
+            return Err(ConfigError("heartbeat_timeout must be at least 1s (the capture's heartbeat_interval or more)".into()));
+        }
         if self.batch_max_events == 0 {
             return Err(ConfigError("batch_max_events must be at least 1".into()));
         }
@@ -141,6 +196,7 @@ impl Config {
             products: format!("{p}.{}.products", self.catalog_db),
             orders: format!("{p}.{}.orders", self.orders_db),
             lines: format!("{p}.{}.order_lines", self.orders_db),
+            heartbeats: format!("{p}.heartbeats"),
         };
         Ok(Settings { config: self, topics })
     }

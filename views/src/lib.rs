@@ -10,16 +10,21 @@
 //! - **Exactly-once effect.** Kafka offsets are committed only after ClickHouse acknowledged the batch
 //!   ([`runtime`]); redelivered and replayed events carry the same versions and change nothing; events arriving out
 //!   of order across topics converge, because each entity keeps its newest version.
+//! - **Lag that stays true.** The sources' heartbeats are watermarks; [`lag`] turns the applied offsets into an
+//!   end-to-end lag per source and a `caught_up` that `/lag` checks against each source's current position.
 //! - **Nothing dropped silently.** Events that cannot be mapped are kept in `dead_letters` with the error.
 //!
 //! The pure mapping from an event to rows is [`model::apply`]; [`runtime`] owns all I/O.
 
 pub mod config;
+pub mod dashboard;
 pub mod http;
+pub mod lag;
 pub mod metrics;
 pub mod model;
 pub mod runtime;
 pub mod schema;
+pub mod status;
 
 use std::sync::Arc;
 
@@ -32,7 +37,11 @@ use crate::runtime::ClickHouseViewStore;
 /// Creates the schema, then consumes and applies until `shutdown`.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
-    let http = tokio::spawn(http::serve(settings.config.listen, metrics.clone(), shutdown.clone()));
+    if settings.config.sources.is_empty() {
+        tracing::warn!("no [[sources]] configured: /lag cannot tell whether the report is caught up");
+    }
+    let app = Arc::new(http::App::new(&settings, metrics.clone()));
+    let http = tokio::spawn(http::serve(settings.config.listen, app, shutdown.clone()));
     let store = loop {
         match ClickHouseViewStore::open(&settings).await {
             Ok(store) => break store,

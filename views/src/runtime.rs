@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cdc_contract::ChangeEvent;
+use cdc_contract::{ChangeEvent, Heartbeat};
 use clickhouse::Client;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
@@ -114,6 +114,8 @@ pub struct Applied {
     pub truncates: Vec<(Entity, u64)>,
     /// Newest commit time per source name.
     pub newest_commit_ms: HashMap<String, i64>,
+    /// Commit time of every change event applied, per source name (for the end-to-end histogram).
+    pub commit_ms: HashMap<String, Vec<i64>>,
     pub dead: Vec<DeadLetter>,
     /// Change events applied.
     pub events: usize,
@@ -121,6 +123,18 @@ pub struct Applied {
     pub oldest_message_ms: Option<i64>,
     /// When the batch's first message was received, and the wall clock then (ms).
     pub first_received: Option<(Instant, i64)>,
+}
+
+/// Parses a message of the heartbeat topic; `None` (with a warning) for one that is not a heartbeat.
+fn heartbeat(topic: &str, partition: i32, offset: i64, payload: &[u8]) -> Option<Heartbeat> {
+    match serde_json::from_slice(payload) {
+        Ok(beat) => Some(beat),
+        Err(e) => {
+            // Heartbeats of an older capture carry no watermarks: they cannot vouch for anything.
+            tracing::warn!(topic, partition, offset, error = %e, "ignoring a heartbeat without watermarks");
+            None
+        }
+    }
 }
 
 impl Applied {
@@ -142,6 +156,10 @@ impl Applied {
                 self.events += 1;
                 let newest = self.newest_commit_ms.entry(event.source.name.clone()).or_insert(0);
                 *newest = (*newest).max(event.source.ts_ms);
+                match self.commit_ms.get_mut(&event.source.name) {
+                    Some(commits) => commits.push(event.source.ts_ms),
+                    None => drop(self.commit_ms.insert(event.source.name.clone(), vec![event.source.ts_ms])),
+                }
                 match change {
                     Change::User(r) => self.users.push(r),
                     Change::Product(r) => self.products.push(r),
@@ -259,41 +277,98 @@ pub async fn run(settings: Settings, store: ClickHouseViewStore, metrics: Arc<Me
     ]
     .into_iter()
     .collect();
-    let topics: Vec<&str> = entities.keys().copied().collect();
-    consumer.subscribe(&topics)?;
+    let mut topics: Vec<String> = t.changes().iter().map(|t| t.to_string()).collect();
+    topics.push(t.heartbeats.clone());
+    *metrics.coverage.lock().expect("coverage lock") = crate::lag::Coverage::new(t.changes());
     tracing::info!(topics = ?topics, group = %c.group, "consuming");
     metrics.set_healthy(None);
     let committed: Arc<Mutex<HashMap<(String, i32), i64>>> = Arc::default();
-    let lag = tokio::spawn(lag_monitor(consumer.clone(), committed.clone(), metrics.clone(), shutdown.clone()));
+    let lag = tokio::spawn(partitions_monitor(consumer.clone(), topics, committed.clone(), metrics.clone(), shutdown.clone()));
     let result = consume(&settings, &store, &metrics, &consumer, &entities, &committed, &shutdown).await;
     shutdown.cancel();
     let _ = lag.await;
     result
 }
 
-/// Publishes the consumer lag every few seconds: the brokers' high watermarks against the committed offsets. It
-/// runs beside the consuming loop, because each watermark is a broker round trip per partition.
-async fn lag_monitor(
+/// Assigns the topics' partitions to the consumer as they appear (every second), and every 2 s publishes
+/// the consumer lag (the brokers' high watermarks against the committed offsets) and notes which of the view's change
+/// topics exist. It runs beside the consuming loop, because each of these is a broker round trip.
+///
+/// The view assigns itself every partition instead of joining the group's rebalancing: one view instance must see
+/// every partition of its topics anyway (a heartbeat is covered only when all of its watermarks are reached), and a
+/// killed instance's successor then resumes at once from the committed offsets instead of waiting for the group to
+/// expire the old member (which brokers may handle badly: a restarted view was seen with no partitions for minutes).
+/// The group still stores the offsets. When partitions are assigned, the group's committed offsets for them are read
+/// into the coverage: everything below them is already in ClickHouse.
+async fn partitions_monitor(
     consumer: Arc<Kafka>,
+    topics: Vec<String>,
     committed: Arc<Mutex<HashMap<(String, i32), i64>>>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
+    let assigned: Arc<Mutex<std::collections::HashSet<(String, i32)>>> = Arc::default();
+    let mut round = 0u64;
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-        }
-        let partitions = committed.lock().expect("committed lock").clone();
-        let (consumer, metrics) = (consumer.clone(), metrics.clone());
+        let (consumer, metrics, topics, assigned) = (consumer.clone(), metrics.clone(), topics.clone(), assigned.clone());
+        let partitions = round.is_multiple_of(2).then(|| committed.lock().expect("committed lock").clone());
         let _ = tokio::task::spawn_blocking(move || {
-            for ((topic, partition), offset) in partitions {
-                if let Ok((_, high)) = consumer.fetch_watermarks(&topic, partition, Duration::from_secs(1)) {
+            let timeout = Duration::from_secs(2);
+            let mut existing = std::collections::HashSet::new();
+            let mut new = TopicPartitionList::new();
+            let mut assigned = assigned.lock().expect("assigned lock");
+            for topic in &topics {
+                let Ok(metadata) = consumer.fetch_metadata(Some(topic), timeout) else { return };
+                for t in metadata.topics() {
+                    tracing::trace!(topic = t.name(), error = ?t.error(), partitions = t.partitions().len(), "topic metadata");
+                }
+                for t in metadata.topics().iter().filter(|t| t.error().is_none() && !t.partitions().is_empty()) {
+                    existing.insert(t.name().to_owned());
+                    for p in t.partitions() {
+                        if !assigned.contains(&(t.name().to_owned(), p.id())) {
+                            let _ = new.add_partition_offset(t.name(), p.id(), Offset::Stored);
+                        }
+                    }
+                }
+            }
+            metrics.set_existing_topics(existing);
+            if new.count() > 0 {
+                // Read the committed offsets first: once assigned, newer ones may be committed meanwhile, and the
+                // coverage only ever takes the larger.
+                match consumer.committed_offsets(new.clone(), timeout) {
+                    Ok(list) => {
+                        let mut coverage = metrics.coverage.lock().expect("coverage lock");
+                        for e in list.elements() {
+                            if let Offset::Offset(next) = e.offset() {
+                                coverage.applied_to(e.topic(), e.partition(), next);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading the group's committed offsets; retrying");
+                        return;
+                    }
+                }
+                match consumer.incremental_assign(&new) {
+                    Ok(()) => {
+                        tracing::info!(partitions = new.count(), "partitions assigned");
+                        assigned.extend(new.elements().iter().map(|e| (e.topic().to_owned(), e.partition())));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "assigning partitions; retrying"),
+                }
+            }
+            for ((topic, partition), offset) in partitions.unwrap_or_default() {
+                if let Ok((_, high)) = consumer.fetch_watermarks(&topic, partition, timeout) {
                     metrics.consumer_lag(&topic, partition, (high - offset - 1).max(0));
                 }
             }
         })
         .await;
+        round += 1;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
     }
 }
 
@@ -328,10 +403,11 @@ fn receive(consumer: Arc<Kafka>, shutdown: CancellationToken) -> tokio::sync::mp
     rx
 }
 
-/// A batch being written to ClickHouse, with the offsets to commit once it is.
+/// A batch being written to ClickHouse, with the offsets to commit once it is, and its newest commit times.
 struct InFlight {
     write: tokio::task::JoinHandle<Option<Vec<FreshnessRow>>>,
     offsets: HashMap<(String, i32), i64>,
+    newest_commit_ms: HashMap<String, i64>,
 }
 
 /// Writes one batch (with the previous batch's freshness rows), retrying with backoff until ClickHouse
@@ -429,6 +505,10 @@ async fn consume(
                         // redelivers events whose rows are identical, and collecting need not wait for the broker.
                         consumer.commit(&list, CommitMode::Async)?;
                     }
+                    metrics.coverage.lock().expect("coverage lock").written(
+                        flight.offsets.iter().map(|((topic, partition), offset)| (topic.as_str(), *partition, *offset)),
+                        &flight.newest_commit_ms,
+                    );
                     committed.lock().expect("committed lock").extend(flight.offsets);
                 }
                 received = tokio::time::timeout(wait, messages.recv()), if !full => match received {
@@ -444,13 +524,19 @@ async fn consume(
                         // Tombstones carry no payload: the delete came before them.
                         if let (Some(payload), Some(&entity)) = (message.payload(), entities.get(message.topic())) {
                             batch.add(entity, message.topic(), message.partition(), message.offset(), payload);
+                        } else if let (Some(payload), true) = (message.payload(), message.topic() == settings.topics.heartbeats) {
+                            // A source's watermark: it counts once the offsets it names are written (see crate::lag).
+                            if let Some(beat) = heartbeat(message.topic(), message.partition(), message.offset(), payload) {
+                                metrics.coverage.lock().expect("coverage lock").heartbeat(beat);
+                            }
                         }
                     }
                 },
             }
         }
+        let newest_commit_ms = batch.newest_commit_ms.clone();
         let write =
             tokio::spawn(write_batch(store.clone(), batch, std::mem::take(&mut fresh), metrics.clone(), shutdown.clone()));
-        in_flight = Some(InFlight { write, offsets });
+        in_flight = Some(InFlight { write, offsets, newest_commit_ms });
     }
 }

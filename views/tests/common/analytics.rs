@@ -225,7 +225,7 @@ impl DataSet {
     /// a user who never existed, 40 orders over three days created as PENDING and then confirmed, rejected or
     /// cancelled, quantity changes, deleted lines and deleted orders.
     pub(crate) fn new() -> DataSet {
-        let mut rng = StdRng::seed_from_u64(2026_12_01);
+        let mut rng = StdRng::seed_from_u64(20_261_201);
         let mut tx: Vec<Vec<Write>> = Vec::new();
         tx.push(
             (1..=12u64)

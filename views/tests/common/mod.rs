@@ -30,6 +30,12 @@ impl std::ops::Deref for Pipeline {
     }
 }
 
+impl std::ops::DerefMut for Pipeline {
+    fn deref_mut(&mut self) -> &mut Sources {
+        &mut self.sources
+    }
+}
+
 impl Pipeline {
     /// Databases with the services' schemas, and a capture streaming them.
     pub(crate) async fn start(name: &str) -> Result<Pipeline> {
@@ -52,12 +58,16 @@ impl Pipeline {
             format!(
                 "brokers = \"{brokers}\"\ngroup = \"{database}\"\ntopic_prefix = \"{prefix}\"\nusers_db = \"{u}\"\n\
                  catalog_db = \"{c}\"\norders_db = \"{o}\"\nclickhouse_url = \"{ch}\"\ndatabase = \"{database}\"\n\
-                 listen = \"127.0.0.1:{port}\"\n{extra}",
+                 listen = \"127.0.0.1:{port}\"\nsources = [{{ name = \"users\", url = \"{uu}\" }}, \
+                 {{ name = \"catalog\", url = \"{cu}\" }}, {{ name = \"orders\", url = \"{ou}\" }}]\n{extra}",
                 brokers = env.var("KAFKA_BROKERS"),
                 prefix = self.prefix,
                 u = self.users.name,
                 c = self.catalog.name,
                 o = self.orders.name,
+                uu = self.users.capture_url(),
+                cu = self.catalog.capture_url(),
+                ou = self.orders.capture_url(),
                 ch = env.var("CLICKHOUSE_URL"),
             ),
         )?;
