@@ -290,7 +290,7 @@ pub async fn run(settings: Settings, store: ClickHouseViewStore, metrics: Arc<Me
     result
 }
 
-/// Assigns the topics' partitions to the consumer as they appear (every second), and every 2 s publishes
+/// Assigns the topics' partitions to the consumer as they appear (see [`discover_partitions`]), and every 5 s publishes
 /// the consumer lag (the brokers' high watermarks against the committed offsets) and notes which of the view's change
 /// topics exist. It runs beside the consuming loop, because each of these is a broker round trip.
 ///
@@ -308,66 +308,92 @@ async fn partitions_monitor(
     shutdown: CancellationToken,
 ) {
     let assigned: Arc<Mutex<std::collections::HashSet<(String, i32)>>> = Arc::default();
-    let mut round = 0u64;
-    loop {
+    let mut all_found = false;
+    for round in 0u64.. {
         let (consumer, metrics, topics, assigned) = (consumer.clone(), metrics.clone(), topics.clone(), assigned.clone());
-        let partitions = round.is_multiple_of(2).then(|| committed.lock().expect("committed lock").clone());
-        let _ = tokio::task::spawn_blocking(move || {
+        // Metadata requests share the broker connection with the fetches (and cost a slow broker time): every second
+        // only while a topic is missing, else every 30 s (to notice added partitions).
+        let discover = !all_found || round.is_multiple_of(30);
+        let partitions = round.is_multiple_of(5).then(|| committed.lock().expect("committed lock").clone());
+        let found = tokio::task::spawn_blocking(move || {
             let timeout = Duration::from_secs(2);
-            let mut existing = std::collections::HashSet::new();
-            let mut new = TopicPartitionList::new();
-            let mut assigned = assigned.lock().expect("assigned lock");
-            for topic in &topics {
-                let Ok(metadata) = consumer.fetch_metadata(Some(topic), timeout) else { return };
-                for t in metadata.topics() {
-                    tracing::trace!(topic = t.name(), error = ?t.error(), partitions = t.partitions().len(), "topic metadata");
-                }
-                for t in metadata.topics().iter().filter(|t| t.error().is_none() && !t.partitions().is_empty()) {
-                    existing.insert(t.name().to_owned());
-                    for p in t.partitions() {
-                        if !assigned.contains(&(t.name().to_owned(), p.id())) {
-                            let _ = new.add_partition_offset(t.name(), p.id(), Offset::Stored);
-                        }
-                    }
-                }
-            }
-            metrics.set_existing_topics(existing);
-            if new.count() > 0 {
-                // Read the committed offsets first: once assigned, newer ones may be committed meanwhile, and the
-                // coverage only ever takes the larger.
-                match consumer.committed_offsets(new.clone(), timeout) {
-                    Ok(list) => {
-                        let mut coverage = metrics.coverage.lock().expect("coverage lock");
-                        for e in list.elements() {
-                            if let Offset::Offset(next) = e.offset() {
-                                coverage.applied_to(e.topic(), e.partition(), next);
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "reading the group's committed offsets; retrying");
-                        return;
-                    }
-                }
-                match consumer.incremental_assign(&new) {
-                    Ok(()) => {
-                        tracing::info!(partitions = new.count(), "partitions assigned");
-                        assigned.extend(new.elements().iter().map(|e| (e.topic().to_owned(), e.partition())));
-                    }
-                    Err(e) => tracing::warn!(error = %e, "assigning partitions; retrying"),
-                }
-            }
+            let found = discover.then(|| discover_partitions(&consumer, &topics, &metrics, &assigned, timeout));
             for ((topic, partition), offset) in partitions.unwrap_or_default() {
                 if let Ok((_, high)) = consumer.fetch_watermarks(&topic, partition, timeout) {
                     metrics.consumer_lag(&topic, partition, (high - offset - 1).max(0));
                 }
             }
+            found
         })
         .await;
-        round += 1;
+        if let Ok(Some(found)) = found {
+            all_found = found;
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Assigns the partitions of `topics` not yet assigned (blocking: broker round trips); returns whether every topic
+/// exists (and so was assigned).
+fn discover_partitions(
+    consumer: &Kafka,
+    topics: &[String],
+    metrics: &Metrics,
+    assigned: &Mutex<std::collections::HashSet<(String, i32)>>,
+    timeout: Duration,
+) -> bool {
+    let mut existing = std::collections::HashSet::new();
+    let mut new = TopicPartitionList::new();
+    let mut assigned = assigned.lock().expect("assigned lock");
+    for topic in topics {
+        let Ok(metadata) = consumer.fetch_metadata(Some(topic), timeout) else { return false };
+        for t in metadata.topics() {
+            tracing::trace!(topic = t.name(), error = ?t.error(), partitions = t.partitions().len(), "topic metadata");
+        }
+        for t in metadata.topics().iter().filter(|t| t.error().is_none() && !t.partitions().is_empty()) {
+            existing.insert(t.name().to_owned());
+            for p in t.partitions() {
+                if !assigned.contains(&(t.name().to_owned(), p.id())) {
+                    let _ = new.add_partition_offset(t.name(), p.id(), Offset::Stored);
+                }
+            }
+        }
+    }
+    let all = existing.len() == topics.len();
+    // Only the change topics matter for /lag.
+    existing.retain(|t| !t.ends_with(".heartbeats"));
+    metrics.set_existing_topics(existing);
+    if new.count() == 0 {
+        return all;
+    }
+    // Read the committed offsets first: once assigned, newer ones may be committed meanwhile, and the coverage only
+    // ever takes the larger.
+    match consumer.committed_offsets(new.clone(), timeout) {
+        Ok(list) => {
+            let mut coverage = metrics.coverage.lock().expect("coverage lock");
+            for e in list.elements() {
+                if let Offset::Offset(next) = e.offset() {
+                    coverage.applied_to(e.topic(), e.partition(), next);
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the group's committed offsets; retrying");
+            return false;
+        }
+    }
+    match consumer.incremental_assign(&new) {
+        Ok(()) => {
+            tracing::info!(partitions = new.count(), "partitions assigned");
+            assigned.extend(new.elements().iter().map(|e| (e.topic().to_owned(), e.partition())));
+            all
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "assigning partitions; retrying");
+            false
         }
     }
 }
