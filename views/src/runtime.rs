@@ -311,9 +311,11 @@ async fn partitions_monitor(
     let mut all_found = false;
     for round in 0u64.. {
         let (consumer, metrics, topics, assigned) = (consumer.clone(), metrics.clone(), topics.clone(), assigned.clone());
-        // Metadata requests share the broker connection with the fetches (and cost a slow broker time): every second
-        // only while a topic is missing, else every 30 s (to notice added partitions).
-        let discover = !all_found || round.is_multiple_of(30);
+        // Metadata requests share the broker connection with the fetches and cost the broker time (the local one
+        // takes ~60 ms for a topic it does not have): while a topic is missing, every second during the first 30 s,
+        // then every 5 s (the first events of a table created later wait up to that long); once every topic exists,
+        // every 30 s (to notice added partitions).
+        let discover = if all_found { round.is_multiple_of(30) } else { round < 30 || round.is_multiple_of(5) };
         let partitions = round.is_multiple_of(5).then(|| committed.lock().expect("committed lock").clone());
         let found = tokio::task::spawn_blocking(move || {
             let timeout = Duration::from_secs(2);
