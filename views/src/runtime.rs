@@ -14,7 +14,7 @@ use cdc_contract::{ChangeEvent, Heartbeat};
 use clickhouse::Client;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
@@ -26,8 +26,8 @@ use crate::metrics::Metrics;
 use crate::model::{apply, Change, Entity, LineRow, OrderRow, ProductRow, UserRow};
 use crate::schema;
 
-/// The consumer's callbacks: librdkafka's log lines and errors, partition assignments and failed offset commits go
-/// to the service's log (tracing), so broker trouble and rebalances are visible.
+/// The consumer's callbacks: librdkafka's log lines and errors and failed offset commits go to the service's log
+/// (tracing), so broker trouble is visible. (Partitions are assigned by the view itself: see `partitions_monitor`.)
 pub struct ConsumerLog;
 
 impl ClientContext for ConsumerLog {
@@ -53,14 +53,6 @@ impl ClientContext for ConsumerLog {
 }
 
 impl ConsumerContext for ConsumerLog {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(list) => tracing::info!(partitions = list.count(), "partitions assigned"),
-            Rebalance::Revoke(list) => tracing::info!(partitions = list.count(), "partitions revoked"),
-            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance failed"),
-        }
-    }
-
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
         if let Err(e) = result {
             // The rows are in ClickHouse; the next commit covers these offsets, or a restart reapplies them.
