@@ -52,6 +52,11 @@ pub async fn migrate(db: &ScratchDb, service: &str) -> Result<()> {
 impl Sources {
     /// Databases named after `name`, migrated, with a capture streaming them (tables matching `exclude` left out).
     pub async fn start(name: &str, exclude: &[&str]) -> Result<Sources> {
+        Self::start_with(name, exclude, |_| {}).await
+    }
+
+    /// [`Sources::start`] with the capture's configuration adjusted by `adjust` before it starts.
+    pub async fn start_with(name: &str, exclude: &[&str], adjust: impl FnOnce(&mut CaptureConfig)) -> Result<Sources> {
         let users = ScratchDb::create("USERS", &format!("{name}_users")).await?;
         let catalog = ScratchDb::create("CATALOG", &format!("{name}_catalog")).await?;
         let orders = ScratchDb::create("ORDERS", &format!("{name}_orders")).await?;
@@ -82,6 +87,7 @@ impl Sources {
                 heartbeat_interval: Duration::from_millis(500),
             });
         }
+        adjust(&mut config);
         let capture_settings = config.validate()?;
         let (capture, capture_task) = spawn_capture(&capture_settings);
         Ok(Sources { users, catalog, orders, prefix, dir, capture, capture_task, capture_settings })

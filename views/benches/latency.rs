@@ -23,7 +23,9 @@
 //! tables (about 15 ms at 27,000 lines here) and competes with the view's inserts on a 2-core machine.
 //! Other variables: `CDC_BENCH_RATES` (`2000,5000`),
 //! `CDC_BENCH_SECONDS` (30 per rate), `CDC_BENCH_BACKLOG` (100000), `CDC_BENCH_VIEWS` (extra TOML lines for the view
-//! service, e.g. `batch_wait = "20ms"`; default: its defaults).
+//! service, e.g. `batch_wait = "20ms"`; default: its defaults), `CDC_BENCH_PARTITIONS` (partitions of the capture's
+//! topics; default: the capture's default), `CDC_BENCH_PRODUCER` (extra producer properties of the capture,
+//! `key=value,...`, e.g. `linger.ms=20`).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -109,6 +111,31 @@ fn busiest(before: &BTreeMap<u32, (String, Duration)>, elapsed: Duration, skip: 
         .collect();
     busy.sort_by(|a, b| b.0.total_cmp(&a.0));
     busy.iter().take(6).map(|(share, name)| format!("{name} {share:.0}%")).collect::<Vec<_>>().join(", ")
+}
+
+/// The machine's CPU time so far from /proc/stat's `cpu` line, in ticks: (total, idle + iowait, steal). Steal is
+/// time the hypervisor gave this virtual machine's CPUs to others: a share of it skews every figure.
+fn cpu_ticks() -> (u64, u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("cpu "))
+        .map(|l| l.split_whitespace().filter_map(|v| v.parse().ok()).collect())
+        .unwrap_or_default();
+    let at = |i: usize| fields.get(i).copied().unwrap_or(0);
+    (fields.iter().take(8).sum(), at(3) + at(4), at(7))
+}
+
+/// "idle X%, steal Y%" of the machine's CPU time between a [`cpu_ticks`] snapshot and now.
+fn machine_share(before: (u64, u64, u64)) -> String {
+    let now = cpu_ticks();
+    let total = now.0.saturating_sub(before.0).max(1) as f64;
+    format!(
+        "machine idle {:.0}%, steal {:.0}%",
+        now.1.saturating_sub(before.1) as f64 / total * 100.0,
+        now.2.saturating_sub(before.2) as f64 / total * 100.0
+    )
 }
 
 fn loadavg() -> String {
@@ -219,6 +246,8 @@ struct Steady {
     hwm: u64,
     cpu_share: f64,
     load_before: String,
+    /// The machine's idle and steal shares during the phase.
+    machine: String,
     load_after: String,
     /// Other busy processes during the phase.
     others: String,
@@ -263,6 +292,7 @@ async fn steady(
     let events_before = events_applied(views).await?;
     let cpu_before = cpu(pid);
     let load_before = loadavg();
+    let ticks_before = cpu_ticks();
     let procs_before = processes();
     let log_lines_before = views.output().lines().count();
     let began = Instant::now();
@@ -339,10 +369,11 @@ async fn steady(
     let (mut polls, mut checked, mut mismatches) = (0u64, 0u64, 0u64);
     let mut writer_done = false;
     let deadline = end + Duration::from_secs(60);
+    let poll_every = Duration::from_millis(env_or("CDC_BENCH_POLL_MS", 10));
     let mut next_poll = Instant::now();
     loop {
         tokio::time::sleep_until(next_poll.into()).await;
-        next_poll += TICK;
+        next_poll += poll_every;
         while let Ok(c) = rx.try_recv() {
             pending.push(c);
         }
@@ -362,11 +393,15 @@ async fn steady(
                 }
             }
         } else {
+            // One query for both tables: each query costs ClickHouse far more than the rows it reads.
             let lines_low = low_order * LINES_PER_ORDER;
-            let o = format!("SELECT id FROM {db}.orders_state WHERE id > {low_order}");
-            let l = format!("SELECT id FROM {db}.lines_state WHERE id > {lines_low}");
-            orders_seen.extend(client.query(&o).fetch_all::<u64>().await?);
-            lines_seen.extend(client.query(&l).fetch_all::<u64>().await?);
+            let sql = format!(
+                "SELECT toUInt8(0), id FROM {db}.orders_state WHERE id > {low_order} \
+                 UNION ALL SELECT toUInt8(1), id FROM {db}.lines_state WHERE id > {lines_low}"
+            );
+            for (table, id) in client.query(&sql).fetch_all::<(u8, u64)>().await? {
+                if table == 0 { orders_seen.insert(id) } else { lines_seen.insert(id) };
+            }
         }
         let now = Instant::now();
         let visible = |o: u64| {
@@ -426,6 +461,7 @@ async fn steady(
         hwm,
         cpu_share: cpu_used.as_secs_f64() / elapsed.as_secs_f64(),
         load_before,
+        machine: machine_share(ticks_before),
         load_after: loadavg(),
         others: busiest(&procs_before, elapsed, &[pid]),
         profile: profile(&views.output().lines().skip(log_lines_before).collect::<Vec<_>>(), elapsed.as_secs_f64()),
@@ -446,7 +482,22 @@ async fn run() -> Result<()> {
     let extra = std::env::var("CDC_BENCH_VIEWS").unwrap_or_default();
     let (users, products) = (1000u64, 200u64);
 
-    let p = Pipeline::start("bench_views").await?;
+    let partitions: Option<i32> = std::env::var("CDC_BENCH_PARTITIONS").ok().map(|v| v.parse()).transpose()?;
+    let producer = std::env::var("CDC_BENCH_PRODUCER").unwrap_or_default();
+    let p = Pipeline::start_with("bench_views", |config| {
+        if let Some(n) = partitions {
+            config.kafka.partitions = n;
+        }
+        for (k, v) in producer.split(',').filter_map(|kv| kv.split_once('=')) {
+            config.kafka.properties.insert(k.trim().to_owned(), v.trim().to_owned());
+        }
+    })
+    .await?;
+    println!(
+        "capture: partitions per topic {}, extra producer properties {:?}",
+        partitions.map_or("default".into(), |n| n.to_string()),
+        producer
+    );
     println!("load average before: {}", loadavg());
     // Dimensions, then the backlog: orders with their lines in transactions of 100 row changes.
     let values: Vec<String> = (1..=users).map(|u| format!("('u{u}@x.io', 'User {u}', 'FR')")).collect();
@@ -539,7 +590,10 @@ async fn run() -> Result<()> {
             s.load_before,
             s.load_after
         );
-        println!("  busiest other processes meanwhile (% of one core; this bench runs the capture in-process): {}", s.others);
+        println!(
+            "  busiest other processes meanwhile (% of one core; this bench runs the capture in-process): {}; {}",
+            s.others, s.machine
+        );
         println!("  view service: {}", s.profile);
         if !poll_report {
             println!("  order_report spot checks: {} of {} disagreed with the entity tables", s.mismatches, s.checked);

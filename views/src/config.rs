@@ -38,7 +38,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Most events applied in one ClickHouse insert round. Default 20000.
     pub batch_max_events: usize,
-    /// Longest wait for more events before applying a batch. Default `50ms`.
+    /// Least time between the starts of two ClickHouse writes: under load, each write carries what arrived since the
+    /// previous one; an event after a quiet spell is written within a few milliseconds. Bounds the insert rate (at
+    /// most 1 s / `batch_wait` inserts per table). Default `50ms`.
     #[serde(with = "humantime_serde")]
     pub batch_wait: Duration,
     /// Longest time the broker may hold a fetch (`fetch.wait.max.ms`): Kafka answers early when data arrives, but

@@ -6,7 +6,7 @@
 //! with backoff (nothing is committed meanwhile); an event that cannot be mapped goes to `dead_letters` with its
 //! error and payload, so it is never silently dropped and never blocks the stream.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -470,11 +470,65 @@ async fn write_batch(
     Some(batch.freshness(cdc_now_ms()))
 }
 
+/// Least time between two writes of `freshness_log` rows: it tells analysts how fresh the report is, to the second,
+/// and a row per source per batch would cost ClickHouse an insert and a part per batch.
+const FRESHNESS_EVERY: Duration = Duration::from_secs(1);
+
+/// Freshness rows of written batches not yet in `freshness_log`: the newest per source.
+#[derive(Default)]
+struct PendingFreshness {
+    rows: BTreeMap<String, FreshnessRow>,
+    /// When freshness rows were last handed to a write.
+    written: Option<Instant>,
+}
+
+impl PendingFreshness {
+    fn add(&mut self, rows: Vec<FreshnessRow>) {
+        for row in rows {
+            match self.rows.get(&row.source) {
+                Some(known) if known.commit_ms > row.commit_ms => {}
+                _ => {
+                    self.rows.insert(row.source.clone(), row);
+                }
+            }
+        }
+    }
+
+    /// When the pending rows may be written.
+    fn due(&self) -> Instant {
+        self.written.map_or_else(Instant::now, |at| at + FRESHNESS_EVERY)
+    }
+
+    /// The pending rows if they are due (they go with the write about to start), else none.
+    fn take_due(&mut self) -> Vec<FreshnessRow> {
+        if self.rows.is_empty() || self.due() > Instant::now() {
+            return Vec::new();
+        }
+        self.written = Some(Instant::now());
+        std::mem::take(&mut self.rows).into_values().collect()
+    }
+}
+
+/// How long a batch waits for the rest of the burst its first event came in: a fetch response's messages reach the
+/// loop one by one, within a millisecond or so.
+const COALESCE: Duration = Duration::from_millis(5);
+
+/// When a batch whose first event (or pending freshness rows) appears now may close: [`COALESCE`] from now, but
+/// not before `batch_wait` after the previous write started.
+fn close_at(previous_write: Option<Instant>, batch_wait: Duration) -> Instant {
+    let soon = Instant::now() + COALESCE.min(batch_wait);
+    previous_write.map_or(soon, |started| soon.max(started + batch_wait))
+}
+
 /// The consuming loop. One batch is written to ClickHouse at a time, in order (so a truncate never overtakes the
 /// rows it covers), and its offsets are committed only once it is written; meanwhile the next batch is collected.
-/// A batch closes `batch_wait` after its first event, or later if the previous write is still running (so batches
-/// grow with the insert latency instead of queueing behind it), or when it holds `batch_max_events`. The freshness
-/// rows of a written batch go with the next one, or alone `batch_wait` later when nothing else arrives.
+/// Writes start at least `batch_wait` apart, which bounds the insert rate (and ClickHouse's part count) whatever
+/// the load. A batch closes at the later of [`COALESCE`] after its first event (the rest of the fetch response it
+/// came in) and `batch_wait` after the previous write started; later if that write is still running (so batches
+/// grow with the insert latency instead of queueing behind it); or when it holds `batch_max_events`. So an event
+/// after a quiet spell is written at once, and under load every write carries what arrived since the last. The
+/// freshness rows of written batches go with a later write, at most once per [`FRESHNESS_EVERY`], or alone when
+/// nothing else arrives.
 async fn consume(
     settings: &Settings,
     store: &ClickHouseViewStore,
@@ -487,7 +541,8 @@ async fn consume(
     let c = &settings.config;
     let mut messages = receive(consumer.clone(), shutdown.clone());
     let mut in_flight: Option<InFlight> = None;
-    let mut fresh: Vec<FreshnessRow> = Vec::new();
+    let mut fresh = PendingFreshness::default();
+    let mut previous_write: Option<Instant> = None;
     loop {
         let mut batch = Applied::default();
         let mut offsets: HashMap<(String, i32), i64> = HashMap::new();
@@ -512,9 +567,9 @@ async fn consume(
                     let Some(rows) = written? else {
                         return Ok(()); // shut down before ClickHouse took the batch: nothing to commit
                     };
-                    fresh = rows;
-                    if !fresh.is_empty() {
-                        deadline.get_or_insert_with(|| Instant::now() + c.batch_wait);
+                    fresh.add(rows);
+                    if !fresh.rows.is_empty() {
+                        deadline.get_or_insert_with(|| close_at(previous_write, c.batch_wait).max(fresh.due()));
                     }
                     let mut list = TopicPartitionList::new();
                     for ((topic, partition), offset) in &flight.offsets {
@@ -535,7 +590,11 @@ async fn consume(
                     Err(_) => {} // the batch's wait is over
                     Ok(None) => anyhow::bail!("the Kafka consumer stopped"),
                     Ok(Some(message)) => {
-                        deadline.get_or_insert_with(|| Instant::now() + c.batch_wait);
+                        if batch.first_received.is_none() {
+                            // The first message: it closes the batch soon, even if pending freshness rows alone
+                            // would have waited longer.
+                            deadline = Some(close_at(previous_write, c.batch_wait));
+                        }
                         offsets.insert((message.topic().to_owned(), message.partition()), message.offset());
                         if let Some(ts) = message.timestamp().to_millis() {
                             batch.oldest_message_ms = Some(batch.oldest_message_ms.map_or(ts, |o| o.min(ts)));
@@ -555,8 +614,50 @@ async fn consume(
             }
         }
         let newest_commit_ms = batch.newest_commit_ms.clone();
+        previous_write = Some(Instant::now());
         let write =
-            tokio::spawn(write_batch(store.clone(), batch, std::mem::take(&mut fresh), metrics.clone(), shutdown.clone()));
+            tokio::spawn(write_batch(store.clone(), batch, fresh.take_due(), metrics.clone(), shutdown.clone()));
         in_flight = Some(InFlight { write, offsets, newest_commit_ms });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(source: &str, commit_ms: u64, applied_ms: u64) -> FreshnessRow {
+        FreshnessRow { source: source.into(), commit_ms, applied_ms }
+    }
+
+    #[test]
+    fn freshness_keeps_the_newest_commit_per_source_and_is_written_at_most_once_per_interval() {
+        let mut fresh = PendingFreshness::default();
+        fresh.add(vec![row("orders", 200, 1000), row("users", 50, 1000)]);
+        fresh.add(vec![row("orders", 100, 1100)]); // an older commit applied later changes nothing
+        fresh.add(vec![row("orders", 300, 1200)]);
+        let first = fresh.take_due();
+        let by_source: BTreeMap<_, _> = first.iter().map(|r| (r.source.as_str(), (r.commit_ms, r.applied_ms))).collect();
+        assert_eq!(by_source, BTreeMap::from([("orders", (300, 1200)), ("users", (50, 1000))]));
+
+        fresh.add(vec![row("users", 60, 1300)]);
+        assert!(fresh.take_due().is_empty(), "within the interval the rows wait");
+        assert!(fresh.due() > Instant::now() + FRESHNESS_EVERY / 2);
+        fresh.written = Some(Instant::now() - FRESHNESS_EVERY);
+        let second = fresh.take_due();
+        assert_eq!(second.len(), 1);
+        assert_eq!((second[0].commit_ms, second[0].applied_ms), (60, 1300));
+        assert!(fresh.take_due().is_empty(), "nothing pending");
+    }
+
+    #[test]
+    fn a_batch_closes_soon_after_a_quiet_spell_and_batch_wait_after_the_previous_write() {
+        let wait = Duration::from_millis(50);
+        let now = Instant::now();
+        assert!(close_at(None, wait) <= Instant::now() + COALESCE);
+        assert!(close_at(Some(now - Duration::from_secs(1)), wait) <= Instant::now() + COALESCE);
+        let recent = close_at(Some(now), wait);
+        assert!(recent >= now + wait && recent <= Instant::now() + wait);
+        // A batch_wait shorter than the coalescing time is honoured.
+        assert!(close_at(None, Duration::from_millis(1)) <= Instant::now() + Duration::from_millis(1));
     }
 }

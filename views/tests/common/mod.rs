@@ -42,6 +42,11 @@ impl Pipeline {
         Ok(Pipeline { sources: Sources::start(name, &[]).await? })
     }
 
+    /// [`Pipeline::start`] with the capture's configuration adjusted by `adjust`.
+    pub(crate) async fn start_with(name: &str, adjust: impl FnOnce(&mut cdc_capture::config::Config)) -> Result<Pipeline> {
+        Ok(Pipeline { sources: Sources::start_with(name, &[], adjust).await? })
+    }
+
     /// Starts a view process writing to a new ClickHouse database with a new consumer group.
     pub(crate) fn views(&self, label: &str) -> Result<Views> {
         self.views_with(label, "batch_wait = \"20ms\"\n")
