@@ -257,33 +257,31 @@ struct Reserve {
 impl Handler for Reserve {
     type Note = ();
 
-    fn apply<'a>(&'a self, tx: &'a mut Transaction<'static>, incoming: &'a Incoming) -> impl std::future::Future<Output = Result<(), ApplyError>> + Send + 'a {
-        async move {
-            if incoming.event.op == cdc_contract::Op::Truncate {
-                tracing::warn!(topic = %incoming.topic, "orders table truncated; reservations are left to reconciliation");
-                return Ok(());
-            }
-            let row = incoming.row()?;
-            let order_id = column(row, "id", |v| v.as_u64())?;
-            let Some(after) = &incoming.event.after else {
-                remember(tx, order_id, "DELETED").await?;
-                return release(tx, order_id, "RELEASED", "the order was deleted").await;
-            };
-            let status = column(after, "status", |v| v.as_str().map(str::to_owned))?;
-            remember(tx, order_id, &status).await?;
-            match status.as_str() {
-                "PENDING" => {
-                    let decided: Option<String> =
-                        tx.exec_first("SELECT status FROM reservations WHERE order_id = ?", (order_id,)).await?;
-                    if decided.is_none() {
-                        let lines = after.get("items").and_then(|v| v.as_str());
-                        decide(tx, order_id, lines, self.ttl_ms).await?;
-                    }
-                    Ok(())
+    async fn apply<'a>(&'a self, tx: &'a mut Transaction<'static>, incoming: &'a Incoming) -> Result<(), ApplyError> {
+        if incoming.event.op == cdc_contract::Op::Truncate {
+            tracing::warn!(topic = %incoming.topic, "orders table truncated; reservations are left to reconciliation");
+            return Ok(());
+        }
+        let row = incoming.row()?;
+        let order_id = column(row, "id", |v| v.as_u64())?;
+        let Some(after) = &incoming.event.after else {
+            remember(tx, order_id, "DELETED").await?;
+            return release(tx, order_id, "RELEASED", "the order was deleted").await;
+        };
+        let status = column(after, "status", |v| v.as_str().map(str::to_owned))?;
+        remember(tx, order_id, &status).await?;
+        match status.as_str() {
+            "PENDING" => {
+                let decided: Option<String> =
+                    tx.exec_first("SELECT status FROM reservations WHERE order_id = ?", (order_id,)).await?;
+                if decided.is_none() {
+                    let lines = after.get("items").and_then(|v| v.as_str());
+                    decide(tx, order_id, lines, self.ttl_ms).await?;
                 }
-                "CANCELLED" | "REJECTED" => release(tx, order_id, "RELEASED", &format!("the order is {status}")).await,
-                _ => Ok(()),
+                Ok(())
             }
+            "CANCELLED" | "REJECTED" => release(tx, order_id, "RELEASED", &format!("the order is {status}")).await,
+            _ => Ok(()),
         }
     }
 

@@ -351,38 +351,36 @@ type Decided = Option<(&'static str, f64)>;
 impl Handler for Workflow {
     type Note = Decided;
 
-    fn apply<'a>(&'a self, tx: &'a mut Transaction<'static>, incoming: &'a Incoming) -> impl std::future::Future<Output = Result<Decided, ApplyError>> + Send + 'a {
-        async move {
-            if incoming.event.op == cdc_contract::Op::Truncate {
-                tracing::warn!(topic = %incoming.topic, "a truncate of a consumed table is ignored");
-                return Ok(None);
-            }
-            let row = incoming.row()?;
-            let after = incoming.event.after.as_ref();
-            if incoming.topic == self.users {
-                let id = column(row, "id", |v| v.as_u64())?;
-                tx.exec_drop(
-                    "INSERT INTO known_users (id, deleted) VALUES (?, ?) ON DUPLICATE KEY UPDATE deleted = VALUES(deleted)",
-                    (id, after.is_none()),
-                )
-                .await?;
-                Ok(None)
-            } else if incoming.topic == self.products {
-                let id = column(row, "id", |v| v.as_u64())?;
-                let name = column(row, "name", |v| v.as_str().map(str::to_owned))?;
-                let price = column(row, "price", |v| v.as_str().map(str::to_owned))?;
-                tx.exec_drop(
-                    "INSERT INTO known_products (id, name, price, deleted) VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE \
-                     name = VALUES(name), price = VALUES(price), deleted = VALUES(deleted)",
-                    (id, name, price, after.is_none()),
-                )
-                .await?;
-                Ok(None)
-            } else if incoming.topic == self.reservations {
-                self.reservation(tx, incoming).await
-            } else {
-                Err(ApplyError::Permanent(format!("no handler for topic {}", incoming.topic)))
-            }
+    async fn apply<'a>(&'a self, tx: &'a mut Transaction<'static>, incoming: &'a Incoming) -> Result<Decided, ApplyError> {
+        if incoming.event.op == cdc_contract::Op::Truncate {
+            tracing::warn!(topic = %incoming.topic, "a truncate of a consumed table is ignored");
+            return Ok(None);
+        }
+        let row = incoming.row()?;
+        let after = incoming.event.after.as_ref();
+        if incoming.topic == self.users {
+            let id = column(row, "id", |v| v.as_u64())?;
+            tx.exec_drop(
+                "INSERT INTO known_users (id, deleted) VALUES (?, ?) ON DUPLICATE KEY UPDATE deleted = VALUES(deleted)",
+                (id, after.is_none()),
+            )
+            .await?;
+            Ok(None)
+        } else if incoming.topic == self.products {
+            let id = column(row, "id", |v| v.as_u64())?;
+            let name = column(row, "name", |v| v.as_str().map(str::to_owned))?;
+            let price = column(row, "price", |v| v.as_str().map(str::to_owned))?;
+            tx.exec_drop(
+                "INSERT INTO known_products (id, name, price, deleted) VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE \
+                 name = VALUES(name), price = VALUES(price), deleted = VALUES(deleted)",
+                (id, name, price, after.is_none()),
+            )
+            .await?;
+            Ok(None)
+        } else if incoming.topic == self.reservations {
+            self.reservation(tx, incoming).await
+        } else {
+            Err(ApplyError::Permanent(format!("no handler for topic {}", incoming.topic)))
         }
     }
 
