@@ -48,6 +48,8 @@ pub const BINLOG_RETENTION_HEADROOM_SECONDS: &str = "cdc_capture_binlog_retentio
 pub const SNAPSHOT_ROWS: &str = "cdc_capture_snapshot_rows";
 /// 1 while the source streams or snapshots, 0 while it retries or has failed.
 pub const UP: &str = "cdc_capture_up";
+/// Row changes written as statements on captured tables that were skipped (`statement_dml = "skip"`).
+pub const SKIPPED_STATEMENTS: &str = "cdc_capture_skipped_statements";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceLabel {
@@ -73,6 +75,7 @@ pub struct Metrics {
     retention_headroom: Family<SourceLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     snapshot_rows: Family<SourceLabel, Counter>,
     up: Family<SourceLabel, Gauge>,
+    skipped_statements: Family<SourceLabel, Counter>,
     sources: Mutex<Vec<Arc<SourceMetrics>>>,
 }
 
@@ -100,6 +103,8 @@ pub struct SourceMetrics {
     /// Counter handles per (table, op), so counting does not allocate labels per event.
     counters: Mutex<HashMap<(Arc<str>, Op), Counter>>,
     snapshot_rows: Counter,
+    /// See [`SKIPPED_STATEMENTS`].
+    pub skipped_statements: Counter,
     /// Commit time of the newest published transaction, ms.
     last_commit_ms: AtomicI64,
     /// Wall clock of the newest heartbeat received while caught up, ms.
@@ -231,6 +236,7 @@ impl Metrics {
             retention_headroom: Family::default(),
             snapshot_rows: Family::default(),
             up: Family::default(),
+            skipped_statements: Family::default(),
             sources: Mutex::new(Vec::new()),
         };
         registry.register(LAG_SECONDS, "Seconds behind the newest committed change of the source", m.lag.clone());
@@ -246,6 +252,11 @@ impl Metrics {
         );
         registry.register(SNAPSHOT_ROWS, "Rows emitted by snapshots", m.snapshot_rows.clone());
         registry.register(UP, "1 while the source streams or snapshots", m.up.clone());
+        registry.register(
+            SKIPPED_STATEMENTS,
+            "Row changes written as statements on captured tables, skipped",
+            m.skipped_statements.clone(),
+        );
         *m.registry.lock().expect("registry lock") = registry;
         Arc::new(m)
     }
@@ -259,6 +270,7 @@ impl Metrics {
             events: self.events.clone(),
             counters: Mutex::new(HashMap::new()),
             snapshot_rows: self.snapshot_rows.get_or_create(&label).clone(),
+            skipped_statements: self.skipped_statements.get_or_create(&label).clone(),
             label,
             last_commit_ms: AtomicI64::new(0),
             caught_up_ms: AtomicI64::new(0),

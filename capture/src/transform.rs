@@ -27,11 +27,18 @@ use cdc_contract::{
 use mysql_async::binlog::events::{Event, EventData, RowsEventData, TableMapEvent};
 use mysql_async::binlog::EventType;
 
+use prometheus_client::metrics::counter::Counter;
+
 use crate::checkpoint::Checkpoint;
-use crate::config::TableFilter;
+use crate::config::{StatementDml, TableFilter};
 use crate::ddl::{classify, Statement};
 use crate::decode::{decode_rows_pooled, DecodeError, ImagePool, RowImage, SchemaColumn, ServerFlavor, TableLayout};
 use crate::position::{format_uuid, BinlogPosition, Gtid, GtidSet};
+
+mod compressed;
+mod events;
+
+use events::Disposition;
 
 /// MariaDB's GTID event, which mysql_common leaves unparsed.
 const MARIADB_GTID_EVENT: u8 = 162;
@@ -105,9 +112,29 @@ pub enum TransformError {
     /// The binlog is not a full row image.
     #[error("{position}: table {table} has a partial row image; set binlog_row_image=FULL on the server")]
     PartialImage { position: String, table: String },
-    /// An event could not be parsed.
+    /// An event could not be parsed (or decompressed).
     #[error("{position}: unreadable {what} event: {error}")]
     Parse { position: String, what: &'static str, error: std::io::Error },
+    /// A row change on a captured table was written as a statement (`binlog_format` STATEMENT or MIXED).
+    #[error(
+        "{position}: a change of table {table} was written to the binlog as a statement, not as rows, so the capture \
+         cannot tell which rows changed: {statement:?}. Fix: set binlog_format=ROW globally \
+         (SET GLOBAL binlog_format='ROW' and in the server's configuration) and in every session or application that \
+         sets it itself. To get past this statement: set statement_dml = \"skip\" for this source, restart, and once \
+         the capture is past it re-snapshot {table} (its changes are not in the stream); or re-snapshot the whole \
+         source (stop the capture, move its checkpoint away, start it again)"
+    )]
+    StatementRowChange { position: String, table: String, statement: String },
+    /// MySQL wrote only the changed parts of JSON values (`binlog_row_value_options=PARTIAL_JSON`).
+    #[error(
+        "{position}: table {table} has a PARTIAL_UPDATE_ROWS event (binlog_row_value_options=PARTIAL_JSON): only \
+         the changed parts of its JSON values are in the binlog; set binlog_row_value_options='' on the server \
+         (SET GLOBAL and its configuration) and re-snapshot {table}"
+    )]
+    PartialJson { position: String, table: String },
+    /// An event type that can carry row changes which the capture cannot decode.
+    #[error("{position}: {name} (event type {event_type}) is {reason}")]
+    Refused { position: String, event_type: u8, name: &'static str, reason: &'static str },
 }
 
 /// Turns the binlog events of one server into records.
@@ -144,6 +171,28 @@ pub struct Transformer {
     flavor: ServerFlavor,
     /// Whether a FORMAT_DESCRIPTION event was read: from then on the reader strips event checksums itself.
     format_seen: bool,
+    /// What a statement-format row change on a captured table does.
+    statement_dml: StatementDml,
+    /// Statement-format row changes skipped.
+    skipped_statements: Counter,
+    /// The inner events of the transaction payload [`Transformer::missing_schema`] looked at last, for `handle`.
+    payload_cache: Option<(PayloadKey, Vec<Event>)>,
+}
+
+/// Identifies a transaction payload event: binlog file, end position, size.
+type PayloadKey = (String, u32, u32);
+
+fn payload_key(file: &str, event: &Event) -> PayloadKey {
+    (file.to_owned(), event.header().log_pos(), event.header().event_size())
+}
+
+/// The start of a statement, for messages.
+fn excerpt(sql: &str) -> String {
+    const MAX: usize = 200;
+    match sql.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}...", &sql[..at]),
+        None => sql.to_owned(),
+    }
 }
 
 impl Transformer {
@@ -174,12 +223,43 @@ impl Transformer {
             buffers: Buffers::default(),
             flavor,
             format_seen: false,
+            statement_dml: StatementDml::default(),
+            skipped_statements: Counter::default(),
+            payload_cache: None,
         }
     }
 
-    /// The table a TABLE_MAP event maps when it is captured and its information_schema facts are not known yet;
-    /// the caller fetches them and calls [`Transformer::set_schema`] before [`Transformer::handle`].
-    pub fn missing_schema(&self, event: &Event) -> Option<TableId> {
+    /// Sets what a row change written as a statement on a captured table does, and the counter of those skipped.
+    pub fn with_statement_row_changes(mut self, policy: StatementDml, skipped: Counter) -> Transformer {
+        self.statement_dml = policy;
+        self.skipped_statements = skipped;
+        self
+    }
+
+    /// Statement-format row changes skipped so far (with [`StatementDml::Skip`]).
+    pub fn skipped_statements(&self) -> u64 {
+        self.skipped_statements.get()
+    }
+
+    /// The table a TABLE_MAP event maps (also one inside a transaction payload) when it is captured and its
+    /// information_schema facts are not known yet; the caller fetches them, calls [`Transformer::set_schema`] and
+    /// asks again until `None`, then calls [`Transformer::handle`].
+    pub fn missing_schema(&mut self, event: &Event) -> Option<TableId> {
+        if event.header().event_type_raw() != compressed::TRANSACTION_PAYLOAD {
+            return self.missing_schema_of(event);
+        }
+        let key = payload_key(&self.file, event);
+        let events = match self.payload_cache.take() {
+            Some((at, events)) if at == key => events,
+            // A payload that cannot be read is reported by `handle`.
+            _ => compressed::payload_events(event).ok()?,
+        };
+        let missing = events.iter().find_map(|inner| self.missing_schema_of(inner));
+        self.payload_cache = Some((key, events));
+        missing
+    }
+
+    fn missing_schema_of(&self, event: &Event) -> Option<TableId> {
         if event.header().event_type_raw() != EventType::TABLE_MAP_EVENT as u8 {
             return None;
         }
@@ -221,15 +301,70 @@ impl Transformer {
 
     /// Handles one event; appends its records to `out`. Returns a checkpoint when a transaction ended here (or
     /// at a heartbeat outside a transaction).
+    ///
+    /// A transaction payload's inner events, and a MariaDB compressed event once inflated, are handled like the
+    /// events they stand for, at the position of the event that carries them: a transaction in a payload begins at
+    /// its GTID event and its checkpoint is the end of the payload.
     pub fn handle(&mut self, event: &Event, out: &mut Vec<Record>) -> Result<Option<Checkpoint>, TransformError> {
         let header = event.header();
         let end = header.log_pos() as u64;
         let start = end.saturating_sub(header.event_size() as u64);
+        let raw_type = header.event_type_raw();
+        if raw_type == compressed::TRANSACTION_PAYLOAD {
+            let key = payload_key(&self.file, event);
+            let events = match self.payload_cache.take() {
+                Some((at, events)) if at == key => events,
+                _ => compressed::payload_events(event).map_err(|error| TransformError::Parse {
+                    position: format!("{}:{start}", self.file),
+                    what: "TRANSACTION_PAYLOAD",
+                    error,
+                })?,
+            };
+            let mut checkpoint = None;
+            for inner in &events {
+                if let Some(at) = self.apply(inner, start, end, out)? {
+                    checkpoint = Some(at);
+                }
+            }
+            return Ok(checkpoint);
+        }
+        if compressed::is_mariadb_compressed(raw_type) {
+            let inner = compressed::mariadb_uncompressed(event).map_err(|error| TransformError::Parse {
+                position: format!("{}:{start}", self.file),
+                what: events::name(raw_type),
+                error,
+            })?;
+            return self.apply(&inner, start, end, out);
+        }
+        self.apply(event, start, end, out)
+    }
+
+    /// Handles one (uncompressed) event that occupies `start..end` of the binlog file.
+    fn apply(
+        &mut self,
+        event: &Event,
+        start: u64,
+        end: u64,
+        out: &mut Vec<Record>,
+    ) -> Result<Option<Checkpoint>, TransformError> {
+        let header = event.header();
         if header.server_id() != 0 {
             self.server_id = header.server_id();
         }
         let pos_of = |file: &str| format!("{file}:{start}");
         let raw_type = header.event_type_raw();
+        match events::disposition(raw_type, header.flags_raw()) {
+            Disposition::Decode => {}
+            Disposition::Ignore => return Ok(None),
+            Disposition::Refuse(reason) => {
+                return Err(TransformError::Refused {
+                    position: pos_of(&self.file),
+                    event_type: raw_type,
+                    name: events::name(raw_type),
+                    reason,
+                })
+            }
+        }
         if raw_type == EventType::FORMAT_DESCRIPTION_EVENT as u8 {
             self.format_seen = true;
         }
@@ -253,9 +388,9 @@ impl Transformer {
             Ok(data) => data,
             Err(error) => return Err(TransformError::Parse { position: pos_of(&self.file), what: "binlog", error }),
         };
-        let data = match data {
-            Some(data) => data,
-            None => return Ok(None),
+        let Some(data) = data else {
+            let error = std::io::Error::new(std::io::ErrorKind::InvalidData, format!("event type {raw_type}"));
+            return Err(TransformError::Parse { position: pos_of(&self.file), what: "unknown", error });
         };
         match data {
             EventData::RotateEvent(rotate) => {
@@ -272,18 +407,42 @@ impl Transformer {
                 Ok(None)
             }
             EventData::GtidEvent(g) => {
-                let gtid = Gtid::MySql { uuid: format_uuid(&g.sid()), gno: g.gno() };
+                // A tagged GTID (MySQL 8.3+) is `uuid:tag:gno`; its set keeps the tag with the UUID.
+                let uuid = match g.tag() {
+                    Some(tag) => format!("{}:{tag}", format_uuid(&g.sid())),
+                    None => format_uuid(&g.sid()),
+                };
+                let gtid = Gtid::MySql { uuid, gno: g.gno() };
                 let ts = g.original_commit_timestamp();
                 let commit_ts = (ts > 0).then_some((ts / 1000) as i64);
-                self.begin(Some(gtid), start, commit_ts, false);
+                // A MySQL transaction is a single statement (DDL) unless a BEGIN follows its GTID event.
+                self.begin(Some(gtid), start, commit_ts, true);
+                Ok(None)
+            }
+            EventData::AnonymousGtidEvent(g) => {
+                // MySQL without GTIDs: the transaction still begins here, as with a GTID.
+                let ts = g.0.original_commit_timestamp();
+                let commit_ts = (ts > 0).then_some((ts / 1000) as i64);
+                self.begin(None, start, commit_ts, true);
+                Ok(None)
+            }
+            EventData::XaPrepareLogEvent(_) => Ok(self.commit(end, header.timestamp())),
+            EventData::ExecuteLoadQueryEvent(q) => {
+                // LOAD DATA in statement format: the file came in BEGIN_LOAD_QUERY/APPEND_BLOCK events.
+                let sql = q.query();
+                match classify(&q.schema(), &sql) {
+                    Statement::RowChange(tables) => self.statement_row_change(&tables, &sql, pos_of(&self.file))?,
+                    _ => self.statement_row_change(&[], &sql, pos_of(&self.file))?,
+                }
                 Ok(None)
             }
             EventData::QueryEvent(q) => {
                 let sql = q.query();
                 match classify(&q.schema(), &sql) {
                     Statement::Begin => {
-                        if self.txn.is_none() {
-                            self.begin(None, start, None, false);
+                        match self.txn.as_mut() {
+                            Some(txn) => txn.standalone = false,
+                            None => self.begin(None, start, None, false),
                         }
                         Ok(None)
                     }
@@ -299,6 +458,9 @@ impl Transformer {
                                     self.schemas.remove(t);
                                 }
                                 self.tables.retain(|_, m| !tables.contains(&m.id));
+                            }
+                            Statement::RowChange(tables) => {
+                                self.statement_row_change(&tables, &sql, pos_of(&self.file))?
                             }
                             _ => {}
                         }
@@ -320,6 +482,30 @@ impl Transformer {
             EventData::XidEvent(_) => Ok(self.commit(end, header.timestamp())),
             EventData::HeartbeatEvent if self.txn.is_none() && end > 0 => Ok(Some(self.checkpoint_at(end))),
             _ => Ok(None),
+        }
+    }
+
+    /// A row change written as a statement, which changes `tables`: an error when it may change a captured table,
+    /// unless the policy is to skip it.
+    fn statement_row_change(&mut self, tables: &[TableId], sql: &str, position: String) -> Result<(), TransformError> {
+        let captured = if tables.is_empty() {
+            // The statement could not be read: it may change a captured table.
+            Some("(a table the capture could not read from the statement)".to_owned())
+        } else {
+            tables.iter().find(|t| self.filter.matches(&t.database, &t.table)).map(ToString::to_string)
+        };
+        let Some(table) = captured else { return Ok(()) };
+        let statement = excerpt(sql);
+        match self.statement_dml {
+            StatementDml::Error => Err(TransformError::StatementRowChange { position, table, statement }),
+            StatementDml::Skip => {
+                self.skipped_statements.inc();
+                tracing::warn!(
+                    source = %self.source_name, %position, %table, %statement,
+                    "row change written as a statement skipped (statement_dml = \"skip\"): its changes are not captured"
+                );
+                Ok(())
+            }
         }
     }
 
@@ -376,6 +562,10 @@ impl Transformer {
         let Some(table) = self.tables.get(&rows.table_id()) else { return Ok(()) };
         if !table.captured {
             return Ok(());
+        }
+        if matches!(rows, RowsEventData::PartialUpdateRowsEvent(_)) {
+            let position = format!("{}:{start}", self.file);
+            return Err(TransformError::PartialJson { position, table: table.id.to_string() });
         }
         if self.txn.is_none() {
             // Row events outside BEGIN/GTID happen only when reading starts mid-transaction; they are emitted with
@@ -792,3 +982,5 @@ mod tests {
         assert_eq!(transformer.file(), "mariadb-bin.000002");
     }
 }
+#[cfg(test)]
+mod compressed_tests;
