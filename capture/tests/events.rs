@@ -196,8 +196,17 @@ heartbeat_interval = "500ms"
 
         let topic = format!("{prefix}.{db}.t");
         let mut reader = TopicReader::new(env.var("KAFKA_BROKERS"), &[topic.as_str()])?;
-        reader.read_events(7, DEADLINE).await?;
-        let events = reader.events();
+        // Rows go to the partitions of their keys, a truncate to every partition: read all, order by position.
+        reader
+            .read_until(DEADLINE, |m| {
+                let values = m.iter().filter_map(|m| m.value.as_ref());
+                values.clone().filter(|e| e["op"] != "t").count() >= 6 && values.clone().any(|e| e["op"] == "t")
+            })
+            .await?;
+        let mut events = reader.events();
+        let at = |e: &Value| (e["source"]["file"].as_str().map(str::to_owned), e["source"]["pos"].as_u64(), e["source"]["row"].as_u64());
+        events.sort_by_key(|e| at(e));
+        events.dedup_by_key(|e| at(e));
         let summary: Vec<(String, Value, Value)> = events
             .iter()
             .map(|e| {
