@@ -464,7 +464,9 @@ mod tests {
         let minimal: SourceConfig =
             Figment::from(Toml::string("name = \"s\"\nurl = \"mysql://u@h/db\"\nserver_id = 1")).extract().unwrap();
         let source_defaults =
-            |s: &SourceConfig| format!("{:?}", (s.snapshot, s.snapshot_chunk_rows, s.heartbeat_interval, &s.exclude));
+            |s: &SourceConfig| {
+                format!("{:?}", (s.snapshot, s.snapshot_chunk_rows, s.heartbeat_interval, &s.exclude, s.statement_dml))
+            };
         assert_eq!(source_defaults(&example.sources[0]), source_defaults(&minimal), "the example's source defaults");
         assert!(example.validate().is_ok());
     }

@@ -8,6 +8,12 @@
 //! counts the captured rows within the transaction from 0, so a transaction sent again after a crash carries the
 //! same coordinates and consumers can drop duplicates.
 //!
+//! No row change is passed over silently (`transform/events.rs` lists every event type): MySQL transaction payloads
+//! and MariaDB compressed events are decompressed and handled like the events they stand for
+//! (`transform/compressed.rs`); events that may carry rows the capture cannot decode (statement-format row changes on
+//! captured tables, partial JSON or partial row images, incidents, unknown types) are [`TransformError`]s, unless
+//! `statement_dml = "skip"` says to count and skip statement-format row changes (`transform/statements.rs`).
+//!
 //! An update that changes the primary key is emitted as a delete of the old key (plus tombstone) and a create of the
 //! new one, as Debezium does, so per-key ordering on partitions holds.
 //!
@@ -36,9 +42,14 @@ use crate::decode::{decode_rows_pooled, DecodeError, ImagePool, RowImage, Schema
 use crate::position::{format_uuid, BinlogPosition, Gtid, GtidSet};
 
 mod compressed;
+mod error;
 mod events;
+mod schemas;
+mod statements;
 
+pub use error::TransformError;
 use events::Disposition;
+use schemas::{payload_key, PayloadKey};
 
 /// MariaDB's GTID event, which mysql_common leaves unparsed.
 const MARIADB_GTID_EVENT: u8 = 162;
@@ -103,40 +114,6 @@ struct Txn {
     row: u64,
 }
 
-/// Errors of the transformation; all are definite.
-#[derive(Debug, thiserror::Error)]
-pub enum TransformError {
-    /// A row event cannot be decoded.
-    #[error("{position}: {error}")]
-    Decode { position: String, error: DecodeError },
-    /// The binlog is not a full row image.
-    #[error("{position}: table {table} has a partial row image; set binlog_row_image=FULL on the server")]
-    PartialImage { position: String, table: String },
-    /// An event could not be parsed (or decompressed).
-    #[error("{position}: unreadable {what} event: {error}")]
-    Parse { position: String, what: &'static str, error: std::io::Error },
-    /// A row change on a captured table was written as a statement (`binlog_format` STATEMENT or MIXED).
-    #[error(
-        "{position}: a change of table {table} was written to the binlog as a statement, not as rows, so the capture \
-         cannot tell which rows changed: {statement:?}. Fix: set binlog_format=ROW globally \
-         (SET GLOBAL binlog_format='ROW' and in the server's configuration) and in every session or application that \
-         sets it itself. To get past this statement: set statement_dml = \"skip\" for this source, restart, and once \
-         the capture is past it re-snapshot {table} (its changes are not in the stream); or re-snapshot the whole \
-         source (stop the capture, move its checkpoint away, start it again)"
-    )]
-    StatementRowChange { position: String, table: String, statement: String },
-    /// MySQL wrote only the changed parts of JSON values (`binlog_row_value_options=PARTIAL_JSON`).
-    #[error(
-        "{position}: table {table} has a PARTIAL_UPDATE_ROWS event (binlog_row_value_options=PARTIAL_JSON): only \
-         the changed parts of its JSON values are in the binlog; set binlog_row_value_options='' on the server \
-         (SET GLOBAL and its configuration) and re-snapshot {table}"
-    )]
-    PartialJson { position: String, table: String },
-    /// An event type that can carry row changes which the capture cannot decode.
-    #[error("{position}: {name} (event type {event_type}) is {reason}")]
-    Refused { position: String, event_type: u8, name: &'static str, reason: &'static str },
-}
-
 /// Turns the binlog events of one server into records.
 pub struct Transformer {
     /// `source.name`.
@@ -179,21 +156,6 @@ pub struct Transformer {
     payload_cache: Option<(PayloadKey, Vec<Event>)>,
 }
 
-/// Identifies a transaction payload event: binlog file, end position, size.
-type PayloadKey = (String, u32, u32);
-
-fn payload_key(file: &str, event: &Event) -> PayloadKey {
-    (file.to_owned(), event.header().log_pos(), event.header().event_size())
-}
-
-/// The start of a statement, for messages.
-fn excerpt(sql: &str) -> String {
-    const MAX: usize = 200;
-    match sql.char_indices().nth(MAX) {
-        Some((at, _)) => format!("{}...", &sql[..at]),
-        None => sql.to_owned(),
-    }
-}
 
 impl Transformer {
     /// A transformer that starts reading at `start` with `gtid_set` already committed.
@@ -227,45 +189,6 @@ impl Transformer {
             skipped_statements: Counter::default(),
             payload_cache: None,
         }
-    }
-
-    /// Sets what a row change written as a statement on a captured table does, and the counter of those skipped.
-    pub fn with_statement_row_changes(mut self, policy: StatementDml, skipped: Counter) -> Transformer {
-        self.statement_dml = policy;
-        self.skipped_statements = skipped;
-        self
-    }
-
-    /// Statement-format row changes skipped so far (with [`StatementDml::Skip`]).
-    pub fn skipped_statements(&self) -> u64 {
-        self.skipped_statements.get()
-    }
-
-    /// The table a TABLE_MAP event maps (also one inside a transaction payload) when it is captured and its
-    /// information_schema facts are not known yet; the caller fetches them, calls [`Transformer::set_schema`] and
-    /// asks again until `None`, then calls [`Transformer::handle`].
-    pub fn missing_schema(&mut self, event: &Event) -> Option<TableId> {
-        if event.header().event_type_raw() != compressed::TRANSACTION_PAYLOAD {
-            return self.missing_schema_of(event);
-        }
-        let key = payload_key(&self.file, event);
-        let events = match self.payload_cache.take() {
-            Some((at, events)) if at == key => events,
-            // A payload that cannot be read is reported by `handle`.
-            _ => compressed::payload_events(event).ok()?,
-        };
-        let missing = events.iter().find_map(|inner| self.missing_schema_of(inner));
-        self.payload_cache = Some((key, events));
-        missing
-    }
-
-    fn missing_schema_of(&self, event: &Event) -> Option<TableId> {
-        if event.header().event_type_raw() != EventType::TABLE_MAP_EVENT as u8 {
-            return None;
-        }
-        let tme = event.read_event::<TableMapEvent<'_>>().ok()?;
-        let id = TableId::new(tme.database_name(), tme.table_name());
-        (self.filter.matches(&id.database, &id.table) && !self.schemas.contains_key(&id)).then_some(id)
     }
 
     /// Supplies information_schema facts for a table.
@@ -482,30 +405,6 @@ impl Transformer {
             EventData::XidEvent(_) => Ok(self.commit(end, header.timestamp())),
             EventData::HeartbeatEvent if self.txn.is_none() && end > 0 => Ok(Some(self.checkpoint_at(end))),
             _ => Ok(None),
-        }
-    }
-
-    /// A row change written as a statement, which changes `tables`: an error when it may change a captured table,
-    /// unless the policy is to skip it.
-    fn statement_row_change(&mut self, tables: &[TableId], sql: &str, position: String) -> Result<(), TransformError> {
-        let captured = if tables.is_empty() {
-            // The statement could not be read: it may change a captured table.
-            Some("(a table the capture could not read from the statement)".to_owned())
-        } else {
-            tables.iter().find(|t| self.filter.matches(&t.database, &t.table)).map(ToString::to_string)
-        };
-        let Some(table) = captured else { return Ok(()) };
-        let statement = excerpt(sql);
-        match self.statement_dml {
-            StatementDml::Error => Err(TransformError::StatementRowChange { position, table, statement }),
-            StatementDml::Skip => {
-                self.skipped_statements.inc();
-                tracing::warn!(
-                    source = %self.source_name, %position, %table, %statement,
-                    "row change written as a statement skipped (statement_dml = \"skip\"): its changes are not captured"
-                );
-                Ok(())
-            }
         }
     }
 
