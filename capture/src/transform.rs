@@ -882,4 +882,4 @@ mod tests {
     }
 }
 #[cfg(test)]
-mod compressed_tests;
+mod event_tests;

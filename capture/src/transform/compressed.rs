@@ -175,7 +175,7 @@ fn short(what: &str) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transform::compressed_tests::mariadb_deflate;
+    use crate::transform::event_tests::mariadb_deflate;
 
     #[test]
     fn mariadb_records_inflate_and_bad_ones_are_refused() {

@@ -300,3 +300,33 @@ fn refused_event_types_are_definite_errors() {
         assert!(t.handle(&build(like, event_type, &[0; 8], like.header().log_pos()), &mut Vec::new()).is_ok());
     }
 }
+
+
+/// Regression: on MySQL a statement that commits by itself (DDL) follows its GTID event without a BEGIN; the
+/// transaction stayed open until the next GTID event, so its GTID never reached the GTID set and no checkpoint
+/// followed it.
+#[test]
+fn every_mysql_transaction_ends_with_a_checkpoint_ddl_included() {
+    for (name, gtid_type) in [
+        ("mysql-enum-string-set.000001", 33),
+        ("binlog-invisible-columns.000001", 33),
+        ("mysql_type_bit.000001", 33),
+        ("vector.binlog", 34),
+    ] {
+        let events = fixture_events(name);
+        let transactions = events.iter().filter(|e| e.header().event_type_raw() == gtid_type).count();
+        let ddl = events
+            .iter()
+            .filter(|e| matches!(e.read_data(), Ok(Some(EventData::QueryEvent(q))) if q.query() != "BEGIN"))
+            .count();
+        assert!(transactions > 2 && ddl > 1, "{name}: {transactions} transactions, {ddl} DDL");
+        let mut t = transformer(name, ServerFlavor::MySql);
+        let (_, checkpoints) = run(&mut t, &events);
+        assert_eq!(checkpoints.len(), transactions, "{name}");
+        assert!(!t.in_transaction(), "{name}");
+        if gtid_type == 33 {
+            let set = checkpoints.last().unwrap().gtid_set.to_string();
+            assert!(set.ends_with(&format!(":1-{transactions}")), "{name}: {set}");
+        }
+    }
+}
