@@ -31,11 +31,13 @@ pub mod checks;
 pub mod config;
 pub mod ddl;
 pub mod decode;
+pub mod epoch;
 pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;
 pub mod position;
+pub mod resume;
 pub mod schema;
 pub mod sink;
 pub mod snapshot;
@@ -99,7 +101,13 @@ pub async fn check(settings: &Settings) -> Result<Vec<String>, CaptureError> {
         pool.disconnect().await.ok();
         let resume = match checkpoint {
             Some(cp) if cp.snapshot.is_some() => format!("resumes its snapshot ({} rows done)", cp.snapshot.map_or(0, |s| s.rows)),
-            Some(cp) => format!("resumes at {} ({})", cp.position, cp.gtid_set),
+            Some(cp) if info.plan.start == resume::Start::Gtid => format!(
+                "resumes by GTID set {} in epoch {} ({})",
+                cp.gtid_set,
+                info.plan.epoch,
+                info.plan.reason.as_deref().unwrap_or_default()
+            ),
+            Some(cp) => format!("resumes at {} ({}) in epoch {}", cp.position, cp.gtid_set, info.plan.epoch),
             None => format!("starts with snapshot mode {:?}", source.snapshot),
         };
         lines.push(format!("{}: ok ({} server_id {}); {resume}", source.name, info.version, info.server_id));
