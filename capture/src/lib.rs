@@ -9,6 +9,9 @@
 //!   (`file`, `pos` of the transaction's GTID event, `row` within it), so consumers can drop duplicates.
 //! - **Per-key order.** Events of one row go to one partition (murmur2 of the JSON key), in binlog order; the
 //!   idempotent producer keeps that order across retries.
+//! - **Growing row versions.** Consumers version rows by position; when positions restart lower (`RESET MASTER`,
+//!   another server, a new snapshot) the source's epoch rises so versions keep growing (see [`epoch`]), and a
+//!   checkpoint of another server resumes by GTID set (see [`resume`]).
 //! - **Exact snapshot handoff.** The initial snapshot reads a consistent view and streaming starts at exactly the
 //!   binlog position of that view (see [`snapshot`]).
 //! - **Schema changes.** Row events decode with the schema in their own TABLE_MAP (`binlog_row_metadata=FULL`), so

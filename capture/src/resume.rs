@@ -107,7 +107,7 @@ fn position_problem(cp: &Checkpoint, server: &ServerFacts) -> Option<String> {
     };
     if cp.position.pos > *size {
         return Some(format!(
-            "position {} of the checkpoint is beyond the end of {file} ({size} bytes): the binlog was reset",
+            "position {} of the checkpoint is beyond the end of {file} ({size} bytes)",
             cp.position
         ));
     }
@@ -115,7 +115,8 @@ fn position_problem(cp: &Checkpoint, server: &ServerFacts) -> Option<String> {
         let differs = cp.gtid_set.mariadb_domains().any(|(d, s, n)| !here.mariadb_domains().any(|g| g == (d, s, n)));
         if differs {
             return Some(format!(
-                "the server's binlog has GTID state {here:?} at {}, the checkpoint {:?}: the binlog was reset",
+                "the server's binlog has GTID state {:?} at {}, the checkpoint {:?}",
+                here.to_string(),
                 cp.position,
                 cp.gtid_set.to_string()
             ));
@@ -123,7 +124,7 @@ fn position_problem(cp: &Checkpoint, server: &ServerFacts) -> Option<String> {
     }
     if !server.executed.contains(&cp.gtid_set) {
         return Some(format!(
-            "the server's GTID history ({:?}) lacks GTIDs of the checkpoint ({:?}): the binlog was reset",
+            "the server's GTID history ({:?}) lacks GTIDs of the checkpoint ({:?})",
             server.executed.to_string(),
             cp.gtid_set.to_string()
         ));
