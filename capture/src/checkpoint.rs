@@ -21,8 +21,12 @@ use crate::position::{BinlogPosition, GtidSet};
 /// The durable state of one source.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
-    /// `server_id` of the source server the position belongs to; a different server is refused at start.
+    /// `server_id` of the source server the position belongs to; on another server the capture resumes by GTID set
+    /// instead (see [`crate::resume`]).
     pub server_id: u32,
+    /// The source's epoch at `position` (see [`crate::epoch`]); 0 in checkpoints written before epochs existed.
+    #[serde(default)]
+    pub epoch: u32,
     /// Where streaming resumes (the end of the last acknowledged transaction's commit event).
     pub position: BinlogPosition,
     /// Transactions acknowledged up to `position`.
@@ -87,10 +91,6 @@ impl FileCheckpointStore {
         &self.path
     }
 
-    fn io(&self, path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError {
-        let path = path.to_path_buf();
-        move |source| CheckpointError::Io { path, source }
-    }
 }
 
 impl CheckpointStore for FileCheckpointStore {
@@ -106,15 +106,25 @@ impl CheckpointStore for FileCheckpointStore {
 
     fn save(&mut self, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
         let bytes = serde_json::to_vec_pretty(checkpoint).expect("a checkpoint serializes");
-        let mut file = File::create(&self.tmp).map_err(self.io(&self.tmp))?;
-        file.write_all(&bytes).map_err(self.io(&self.tmp))?;
-        file.sync_all().map_err(self.io(&self.tmp))?;
-        fs::rename(&self.tmp, &self.path).map_err(self.io(&self.path))?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(self.io(dir))?;
-        }
-        Ok(())
+        write_atomically(&self.path, &self.tmp, &bytes)
     }
+}
+
+/// Replaces `path` by `bytes` so that a crash leaves either the old or the new content: write `tmp`, fsync it,
+/// rename it over `path`, fsync the directory.
+pub(crate) fn write_atomically(path: &Path, tmp: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CheckpointError::Io { path, source }
+    };
+    let mut file = File::create(tmp).map_err(io(tmp))?;
+    file.write_all(bytes).map_err(io(tmp))?;
+    file.sync_all().map_err(io(tmp))?;
+    fs::rename(tmp, path).map_err(io(path))?;
+    if let Some(dir) = path.parent() {
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -128,6 +138,7 @@ mod tests {
         assert_eq!(store.load().unwrap(), None);
         let mut cp = Checkpoint {
             server_id: 1,
+            epoch: 3,
             position: BinlogPosition::new("binlog.000001", 4),
             gtid_set: GtidSet::parse("0-1-10").unwrap(),
             ts_ms: 5,
@@ -142,5 +153,24 @@ mod tests {
         fs::write(store.path(), b"{not json").unwrap();
         assert!(matches!(store.load(), Err(CheckpointError::Corrupt { .. })));
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Checkpoint files written before epochs existed have no `epoch`: they load as epoch 0, and a saved
+    /// checkpoint carries it.
+    #[test]
+    fn checkpoints_without_an_epoch_load_as_epoch_zero() {
+        let old = r#"{"server_id": 1, "position": {"file": "binlog.000002", "pos": 900}, "gtid_set": "0-1-10",
+            "ts_ms": 5, "snapshot": null}"#;
+        let cp: Checkpoint = serde_json::from_str(old).unwrap();
+        assert_eq!(cp.epoch, 0);
+        assert_eq!(cp.position, BinlogPosition::new("binlog.000002", 900));
+        let tagged = r#"{"server_id": 1, "epoch": 7, "position": {"file": "binlog.000002", "pos": 900},
+            "gtid_set": "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:tag:1", "ts_ms": 5, "snapshot": null}"#;
+        let cp: Checkpoint = serde_json::from_str(tagged).unwrap();
+        assert_eq!(cp.epoch, 7);
+        let text = serde_json::to_string(&cp).unwrap();
+        assert!(text.contains(r#""epoch":7"#), "{text}");
+        assert!(text.contains(r#""3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:tag:1""#), "{text}");
+        assert_eq!(serde_json::from_str::<Checkpoint>(&text).unwrap(), cp);
     }
 }

@@ -1,5 +1,6 @@
 //! Start-up checks of a source server: every precondition the capture relies on, each failing with a message that
-//! names the setting and the remedy. Run before streaming and by `capture --check`.
+//! names the setting and the remedy, and the decision where the source resumes ([`crate::resume`]). Run before
+//! streaming and by `capture --check`.
 
 use mysql_async::prelude::*;
 use mysql_async::Pool;
@@ -7,7 +8,9 @@ use mysql_async::Pool;
 use crate::checkpoint::Checkpoint;
 use crate::config::SourceSettings;
 use crate::error::{classify_mysql, CaptureError};
+use crate::epoch::EpochFile;
 use crate::position::BinlogPosition;
+use crate::resume::{self, ResumePlan};
 
 /// The server family, which decides the dialect of a few replication commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,15 +32,18 @@ pub struct ServerInfo {
     pub server_id: u32,
     /// Binlog files on the server with their sizes, oldest first.
     pub binlogs: Vec<(String, u64)>,
+    /// Where and in which epoch the source resumes (see [`crate::resume`]).
+    pub plan: ResumePlan,
 }
 
-/// Runs the checks; `checkpoint` is the source's saved checkpoint, if any, and `checkpoint_path` names its file in
-/// messages.
+/// Runs the checks; `checkpoint` is the source's saved checkpoint, if any, `checkpoint_path` names its file in
+/// messages, and `epochs` is the source's epoch file.
 pub async fn run(
     pool: &Pool,
     source: &SourceSettings,
     checkpoint: Option<&Checkpoint>,
     checkpoint_path: &str,
+    epochs: &EpochFile,
 ) -> Result<ServerInfo, CaptureError> {
     let name = source.name.as_str();
     let my = |e| classify_mysql(name, e);
@@ -100,25 +106,10 @@ pub async fn run(
         })
         .await
         .map_err(my)?;
-    if let Some(cp) = checkpoint {
-        if cp.server_id != 0 && cp.server_id != server_id {
-            return Err(CaptureError::WrongServer {
-                source_name: name.to_owned(),
-                expected: cp.server_id,
-                found: server_id,
-                checkpoint: checkpoint_path.to_owned(),
-            });
-        }
-        if !binlogs.iter().any(|(f, _)| *f == cp.position.file) {
-            return Err(CaptureError::BinlogPurged {
-                source_name: name.to_owned(),
-                needed: cp.position.file.clone(),
-                oldest: binlogs.first().map(|(f, _)| f.clone()).unwrap_or_else(|| "none".into()),
-                checkpoint: checkpoint_path.to_owned(),
-            });
-        }
-    }
-    Ok(ServerInfo { flavor, version, server_id, binlogs })
+    let facts = resume::server_facts(&mut conn, flavor, name, server_id, binlogs.clone(), checkpoint).await?;
+    let plan = resume::plan(checkpoint, epochs.state(), &facts)
+        .map_err(|refusal| resume::refusal_error(name, refusal, checkpoint_path))?;
+    Ok(ServerInfo { flavor, version, server_id, binlogs, plan })
 }
 
 /// Privileges the capture needs that the grants do not give.

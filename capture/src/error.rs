@@ -20,15 +20,23 @@ pub enum CaptureError {
     #[error(
         "source {source_name}: binlog file {needed} needed by the checkpoint is no longer on the server (oldest: \
          {oldest}); changes since the checkpoint are lost to the binlog. Re-snapshot: stop the capture, move \
-         {checkpoint} away and start it again"
+         {checkpoint} away (keep the .epoch file beside it, which keeps row versions growing) and start it again"
     )]
     BinlogPurged { source_name: String, needed: String, oldest: String, checkpoint: String },
-    /// The checkpoint belongs to another server.
+    /// The checkpoint's position is not valid on the server (another server, or its binlog was reset), and its
+    /// GTID set cannot be resumed from either.
     #[error(
-        "source {source_name}: the checkpoint was taken on server_id {expected} but the server is {found}; point the \
-         source at the right server, or move {checkpoint} away to re-snapshot"
+        "source {source_name}: cannot resume: {why}. Re-snapshot: stop the capture, move {checkpoint} away (keep the \
+         .epoch file beside it, which keeps row versions growing) and start it again{hint}"
     )]
-    WrongServer { source_name: String, expected: u32, found: u32, checkpoint: String },
+    CannotResume { source_name: String, why: String, checkpoint: String, hint: String },
+    /// Row versions would no longer fit their 16 bits of `epoch + file_seq`.
+    #[error(
+        "source {source_name}: row versions are exhausted: epoch {epoch} + binlog file number {file_seq} is above \
+         65535, so versions would wrap and consumers would ignore changes. Rebuild the consumers' state from a new \
+         snapshot after deleting the source's .json and .epoch files in the state directory"
+    )]
+    VersionsExhausted { source_name: String, epoch: u64, file_seq: u64 },
     /// A binlog event cannot be decoded.
     #[error("source {source_name}: cannot decode the event at {position}: {error}")]
     Decode { source_name: String, position: String, error: DecodeError },

@@ -9,6 +9,9 @@
 //!   (`file`, `pos` of the transaction's GTID event, `row` within it), so consumers can drop duplicates.
 //! - **Per-key order.** Events of one row go to one partition (murmur2 of the JSON key), in binlog order; the
 //!   idempotent producer keeps that order across retries.
+//! - **Growing row versions.** Consumers version rows by position; when positions restart lower (`RESET MASTER`,
+//!   another server, a new snapshot) the source's epoch rises so versions keep growing (see [`epoch`]), and a
+//!   checkpoint of another server resumes by GTID set (see [`resume`]).
 //! - **Exact snapshot handoff.** The initial snapshot reads a consistent view and streaming starts at exactly the
 //!   binlog position of that view (see [`snapshot`]).
 //! - **Schema changes.** Row events decode with the schema in their own TABLE_MAP (`binlog_row_metadata=FULL`), so
@@ -31,11 +34,13 @@ pub mod checks;
 pub mod config;
 pub mod ddl;
 pub mod decode;
+pub mod epoch;
 pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;
 pub mod position;
+pub mod resume;
 pub mod schema;
 pub mod sink;
 pub mod snapshot;
@@ -99,7 +104,13 @@ pub async fn check(settings: &Settings) -> Result<Vec<String>, CaptureError> {
         pool.disconnect().await.ok();
         let resume = match checkpoint {
             Some(cp) if cp.snapshot.is_some() => format!("resumes its snapshot ({} rows done)", cp.snapshot.map_or(0, |s| s.rows)),
-            Some(cp) => format!("resumes at {} ({})", cp.position, cp.gtid_set),
+            Some(cp) if info.plan.start == resume::Start::Gtid => format!(
+                "resumes by GTID set {} in epoch {} ({})",
+                cp.gtid_set,
+                info.plan.epoch,
+                info.plan.reason.as_deref().unwrap_or_default()
+            ),
+            Some(cp) => format!("resumes at {} ({}) in epoch {}", cp.position, cp.gtid_set, info.plan.epoch),
             None => format!("starts with snapshot mode {:?}", source.snapshot),
         };
         lines.push(format!("{}: ok ({} server_id {}); {resume}", source.name, info.version, info.server_id));

@@ -478,6 +478,7 @@ mod tests {
         };
         let at = |file: &str, pos, ts_ms, snapshot: Option<SnapshotProgress>| Checkpoint {
             server_id: 1,
+            epoch: 0,
             position: BinlogPosition::new(file, pos),
             gtid_set: GtidSet::default(),
             ts_ms,
@@ -503,6 +504,7 @@ mod tests {
         let open_at = |s: &SourceMetrics| s.retention.lock().unwrap().needed_open_at_ms;
         let at = |file: &str, ts_ms| Checkpoint {
             server_id: 1,
+            epoch: 0,
             position: BinlogPosition::new(file, 4),
             gtid_set: GtidSet::default(),
             ts_ms,

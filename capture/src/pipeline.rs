@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::checkpoint::{Checkpoint, CheckpointStore, FileCheckpointStore};
 use crate::checks::{self, Flavor, ServerInfo};
 use crate::config::{Settings, SnapshotMode, SourceSettings};
+use crate::epoch::{self, EpochFile};
 use crate::error::CaptureError;
 use crate::metrics::{Purge, RetentionEstimate, SourceMetrics, SourceState};
 use crate::position::GtidSet;
@@ -62,8 +63,10 @@ pub async fn prepare(
 ) -> Result<(mysql_async::Pool, ServerInfo, Option<Checkpoint>), CaptureError> {
     let checkpoint_error = |error| CaptureError::Checkpoint { source_name: source.name.clone(), error };
     let checkpoint = store.load().map_err(checkpoint_error)?;
+    let epochs = EpochFile::open(store.path().parent().unwrap_or(std::path::Path::new(".")), &source.name)?;
     let pool = mysql_async::Pool::new(source.opts.clone());
-    let info = checks::run(&pool, source, checkpoint.as_ref(), &store.path().display().to_string()).await?;
+    let path = store.path().display().to_string();
+    let info = checks::run(&pool, source, checkpoint.as_ref(), &path, &epochs).await?;
     Ok((pool, info, checkpoint))
 }
 
@@ -120,11 +123,17 @@ async fn read(
     stop: &CancellationToken,
 ) -> Result<(), CaptureError> {
     let tx = &tx;
+    let mut epochs = EpochFile::open(&settings.state_dir, &source.name)?;
+    if let Some(reason) = &info.plan.reason {
+        tracing::warn!(source = %source.name, epoch = info.plan.epoch, start = ?info.plan.start, %reason, "binlog positions restart: epoch raised");
+    }
     let start = match checkpoint {
-        Some(cp) if cp.snapshot.is_none() => cp,
+        Some(cp) if cp.snapshot.is_none() => info.plan.start_from(cp, info.server_id),
         resume if source.snapshot == SnapshotMode::Initial => {
             metrics.set_state(SourceState::Snapshotting);
-            let cp = snapshot::run(settings, source, info.flavor, info.server_id, pool, resume, tx, metrics, stop).await?;
+            let resume = resume.map(|cp| info.plan.start_from(cp, info.server_id));
+            let cp = snapshot::run(settings, source, info.flavor, info.server_id, pool, resume, &mut epochs, tx, metrics, stop)
+                .await?;
             if stop.is_cancelled() {
                 return Ok(());
             }
@@ -136,11 +145,13 @@ async fn read(
                 Flavor::MariaDb => gtid_at(pool, &source.name, &position).await?,
                 Flavor::MySql => GtidSet::default(),
             };
-            Checkpoint { server_id: info.server_id, position, gtid_set, ts_ms: 0, snapshot: None }
+            let seq = epoch::file_seq(&position.file).unwrap_or(0);
+            let epoch = epoch::check_place(&source.name, epochs.state().epoch_at(seq), seq)?;
+            Checkpoint { server_id: info.server_id, epoch, position, gtid_set, ts_ms: 0, snapshot: None }
         }
     };
     metrics.set_state(SourceState::Streaming);
-    stream::run(settings, source, info.flavor, pool, start, tx, metrics, stop).await
+    stream::run(settings, source, info.flavor, pool, start, &mut epochs, tx, metrics, stop).await
 }
 
 async fn gtid_at(

@@ -335,6 +335,7 @@ impl KafkaChangeSink {
         let heartbeat = Heartbeat {
             source: self.metrics.name.clone(),
             server_id: cp.server_id,
+            epoch: cp.epoch,
             file: cp.position.file.clone(),
             pos: cp.position.pos,
             gtid_set: cp.gtid_set.to_string(),

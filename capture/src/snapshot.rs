@@ -27,6 +27,7 @@ use crate::checkpoint::{Checkpoint, SnapshotProgress};
 use crate::checks::Flavor;
 use crate::config::{Settings, SourceSettings};
 use crate::decode::{protocol_value, SchemaColumn};
+use crate::epoch::{self, EpochFile};
 use crate::error::{classify_mysql, CaptureError};
 use crate::metrics::SourceMetrics;
 use crate::position::{BinlogPosition, GtidSet};
@@ -83,6 +84,7 @@ pub async fn run(
     server_id: u32,
     pool: &Pool,
     resume: Option<Checkpoint>,
+    epochs: &mut EpochFile,
     tx: &mpsc::Sender<Batch>,
     metrics: &Arc<SourceMetrics>,
     shutdown: &CancellationToken,
@@ -91,13 +93,23 @@ pub async fn run(
     let my = |e| classify_mysql(name, e);
     let (mut conn, view_position, view_gtid) = open_view(pool, flavor, name).await?;
     // Streaming starts where the first snapshot stood, also when this run resumes it.
-    let (start, start_gtid, mut progress) = match resume {
-        Some(cp) => (cp.position, cp.gtid_set, cp.snapshot.unwrap_or_default()),
-        None => (view_position, view_gtid, SnapshotProgress::default()),
+    // A new snapshot maps above every version published before (an earlier history of the source, see
+    // crate::epoch); a resumed one keeps its epoch.
+    let (start, start_gtid, mut progress, epoch) = match resume {
+        Some(cp) => (cp.position, cp.gtid_set, cp.snapshot.unwrap_or_default(), cp.epoch),
+        None => {
+            let seq = epoch::file_seq(&view_position.file).unwrap_or(0);
+            let epoch = epoch::check_place(name, epochs.state().epoch_at(seq), seq)?;
+            (view_position, view_gtid, SnapshotProgress::default(), epoch)
+        }
     };
+    if let Some(seq) = epoch::file_seq(&start.file) {
+        epochs.publishing(epoch, seq)?;
+    }
     let tables = schema::captured_tables(&mut conn, &source.filter).await.map_err(my)?;
-    tracing::info!(source = %name, position = %start, tables = tables.len(), resumed_rows = progress.rows, "snapshot started");
-    let base = Checkpoint { server_id, position: start.clone(), gtid_set: start_gtid, ts_ms: now_ms(), snapshot: None };
+    tracing::info!(source = %name, position = %start, epoch, tables = tables.len(), resumed_rows = progress.rows, "snapshot started");
+    let base =
+        Checkpoint { server_id, epoch, position: start.clone(), gtid_set: start_gtid, ts_ms: now_ms(), snapshot: None };
     let snapshot_ts = now_ms();
     let mut pending: Option<(Batch, ChangeEvent)> = None;
     for table in &tables {
@@ -115,7 +127,8 @@ pub async fn run(
         };
         let names: Arc<[Arc<str>]> = columns.iter().map(|c| Arc::<str>::from(c.name.as_str())).collect();
         let keys = ColumnKeys::new(&names);
-        let ctx = TableContext { source: name, server_id, table, start: &start, columns: &columns, names, keys, pk: &pk };
+        let ctx =
+            TableContext { source: name, server_id, epoch, table, start: &start, columns: &columns, names, keys, pk: &pk };
         let label_arc: Arc<str> = label.clone().into();
         let topic: Arc<str> = topic_name(&settings.topic_prefix, table).into();
         loop {
@@ -198,6 +211,8 @@ async fn send(tx: &mpsc::Sender<Batch>, name: &str, batch: Batch) -> Result<(), 
 struct TableContext<'a> {
     source: &'a str,
     server_id: u32,
+    /// The snapshot's epoch.
+    epoch: u32,
     table: &'a TableId,
     start: &'a BinlogPosition,
     columns: &'a [SchemaColumn],
@@ -221,6 +236,7 @@ impl TableContext<'_> {
                 db: self.table.database.clone(),
                 table: self.table.table.clone(),
                 server_id: self.server_id,
+                epoch: self.epoch,
                 gtid: None,
                 file: self.start.file.clone(),
                 pos: self.start.pos,

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use mysql_async::binlog::EventType;
 use mysql_async::prelude::*;
-use mysql_async::{BinlogStreamRequest, Conn, Pool};
+use mysql_async::{Conn, Pool};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +24,7 @@ use crate::checkpoint::Checkpoint;
 use crate::checks::Flavor;
 use crate::config::{Settings, SourceSettings};
 use crate::decode::ServerFlavor;
+use crate::epoch::{self, EpochFile};
 use crate::error::{classify_mysql, CaptureError};
 use crate::metrics::SourceMetrics;
 use crate::schema;
@@ -43,6 +44,7 @@ pub async fn run(
     flavor: Flavor,
     pool: &Pool,
     start: Checkpoint,
+    epochs: &mut EpochFile,
     tx: &mpsc::Sender<Batch>,
     metrics: &Arc<SourceMetrics>,
     shutdown: &CancellationToken,
@@ -56,9 +58,12 @@ pub async fn run(
         // Without this MariaDB replaces its GTID events by dummy events.
         conn.query_drop("SET @mariadb_slave_capability = 4").await.map_err(my)?;
     }
-    let request = BinlogStreamRequest::new(source.server_id)
-        .with_filename(start.position.file.as_bytes())
-        .with_pos(start.position.pos);
+    // By position, or by GTID set where the checkpoint's position is not this server's (see crate::resume).
+    let (session, request) = crate::resume::stream_request(&start, flavor, source.server_id)
+        .map_err(|message| CaptureError::Definite { source_name: name.to_owned(), message })?;
+    for statement in session {
+        conn.query_drop(statement).await.map_err(my)?;
+    }
     let mut stream = conn.get_binlog_stream(request).await.map_err(my)?;
     tracing::info!(source = %name, position = %start.position, gtid = %start.gtid_set, "streaming");
 
@@ -74,7 +79,8 @@ pub async fn run(
             Flavor::MySql => ServerFlavor::MySql,
         },
     )
-    .with_statement_row_changes(source.statement_dml, metrics.skipped_statements.clone());
+    .with_statement_row_changes(source.statement_dml, metrics.skipped_statements.clone())
+    .resumed_as(start.epoch, start.server_id);
     let mut schema_conn: Option<Conn> = None;
     let mut records: Vec<Record> = Vec::with_capacity(settings.batch_size);
     let mut last_beat = std::time::Instant::now();
@@ -120,12 +126,22 @@ pub async fn run(
             if beat.is_some() {
                 last_beat = std::time::Instant::now();
             }
+            publishing(epochs, start.epoch, &records, transformer.file())?;
             send(tx, metrics, std::mem::take(&mut records), Some(checkpoint), beat).await?;
             records.reserve(settings.batch_size);
         } else if records.len() >= settings.batch_size {
+            publishing(epochs, start.epoch, &records, transformer.file())?;
             send(tx, metrics, std::mem::take(&mut records), None, None).await?;
             records.reserve(settings.batch_size);
         }
+    }
+}
+
+/// Makes the epoch file cover `records` of binlog `file` before they are sent (see [`crate::epoch`]).
+fn publishing(epochs: &mut EpochFile, epoch: u32, records: &[Record], file: &str) -> Result<(), CaptureError> {
+    match epoch::file_seq(file) {
+        Some(seq) if !records.is_empty() => epochs.publishing(epoch, seq),
+        _ => Ok(()),
     }
 }
 

@@ -136,6 +136,10 @@ pub struct Transformer {
     gtid_set: GtidSet,
     /// server_id of the source server (from event headers).
     server_id: u32,
+    /// The source's epoch (`source.epoch`, see [`crate::epoch`]).
+    epoch: u32,
+    /// server_id of the server read from, for checkpoints (0: taken from event headers).
+    reader_server_id: u32,
     /// Reused buffer of decoded images.
     images: Vec<RowImage>,
     /// Value vectors of emitted images, decoded into again.
@@ -179,6 +183,8 @@ impl Transformer {
             txn: None,
             gtid_set,
             server_id: 0,
+            epoch: 0,
+            reader_server_id: 0,
             images: Vec::new(),
             pool: ImagePool::default(),
             last_commit_ts_ms: 0,
@@ -189,6 +195,14 @@ impl Transformer {
             skipped_statements: Counter::default(),
             payload_cache: None,
         }
+    }
+
+    /// Events get `epoch` in `source.epoch` and checkpoints name `server_id`, the server read from (0: the server id
+    /// of the events read).
+    pub fn resumed_as(mut self, epoch: u32, server_id: u32) -> Transformer {
+        self.epoch = epoch;
+        self.reader_server_id = server_id;
+        self
     }
 
     /// Supplies information_schema facts for a table.
@@ -214,7 +228,8 @@ impl Transformer {
     /// The checkpoint for a position at which no transaction is open.
     pub fn checkpoint_at(&self, pos: u64) -> Checkpoint {
         Checkpoint {
-            server_id: self.server_id,
+            server_id: if self.reader_server_id != 0 { self.reader_server_id } else { self.server_id },
+            epoch: self.epoch,
             position: BinlogPosition::new(self.file.clone(), pos),
             gtid_set: self.gtid_set.clone(),
             ts_ms: self.last_commit_ts_ms,
@@ -498,7 +513,7 @@ impl Transformer {
         let mut order = Order { total: txn.total, table: txn.per_table.get(&table.id).copied().unwrap_or(0) };
         let buffers = &mut self.buffers;
         // What the rows share in `source` (all but `row`) is encoded once per rows event.
-        buffers.source.set(&source(&self.source_name, self.server_id, &table.id, txn, ts_ms));
+        buffers.source.set(&source(&self.source_name, (self.server_id, self.epoch), &table.id, txn, ts_ms));
         let key = |values: &[Value]| key_of(table.layout.primary_key(), &table.keys, Some(values));
         for image in images.drain(..) {
             match (image.before.as_deref(), image.after.as_deref()) {
@@ -540,7 +555,7 @@ impl Transformer {
         let event = ChangeEventRef {
             before: None,
             after: None,
-            source: SourceBlock::Fields(source(&self.source_name, self.server_id, &table, txn, ts_ms)),
+            source: SourceBlock::Fields(source(&self.source_name, (self.server_id, self.epoch), &table, txn, ts_ms)),
             op: Op::Truncate,
             ts_ms: now_ms(),
             transaction: Some(TransactionRef { id: &txn.id, total_order, data_collection_order }),
@@ -657,13 +672,14 @@ impl Emitter<'_> {
 }
 
 /// The `source` block of a streamed event of `table` in `txn`.
-fn source<'a>(name: &'a str, server_id: u32, table: &'a TableId, txn: &'a Txn, ts_ms: i64) -> SourceRef<'a> {
+fn source<'a>(name: &'a str, (server_id, epoch): (u32, u32), table: &'a TableId, txn: &'a Txn, ts_ms: i64) -> SourceRef<'a> {
     SourceRef {
         connector: "mysql",
         name,
         db: &table.database,
         table: &table.table,
         server_id,
+        epoch,
         gtid: txn.gtid_text.as_deref(),
         file: &txn.begin.file,
         pos: txn.begin.pos,

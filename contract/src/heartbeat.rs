@@ -18,6 +18,11 @@ pub struct Heartbeat {
     pub source: String,
     /// The source server's id.
     pub server_id: u32,
+    /// The source's epoch at the position (see [`SourceOrder`](crate::SourceOrder)): `file:pos` of heartbeats of
+    /// one epoch are positions of one binlog history; a heartbeat of a higher epoch is newer whatever its `file:pos`.
+    /// 0 when absent (heartbeats written before epochs existed).
+    #[serde(default)]
+    pub epoch: u32,
     /// Binlog file of the position.
     pub file: String,
     /// Offset in `file`: every change committed before it is covered.
@@ -67,10 +72,18 @@ impl NextOffsets {
     }
 }
 
-/// A binlog position's order: the file's numeric suffix, then the offset. `None` when the file has no numeric
-/// suffix.
+/// A binlog position's order within one epoch: the file's numeric suffix, then the offset. `None` when the file
+/// has no numeric suffix. Positions of different epochs order by epoch first ([`Heartbeat::order`]).
 pub fn position_order(file: &str, pos: u64) -> Option<(u32, u64)> {
-    Some((file.rsplit('.').next()?.parse().ok()?, pos))
+    Some((crate::file_seq(file)?, pos))
+}
+
+impl Heartbeat {
+    /// The heartbeat's position in the source's history: epoch, then file number and offset.
+    pub fn order(&self) -> Option<(u32, u32, u64)> {
+        let (file, pos) = position_order(&self.file, self.pos)?;
+        Some((self.epoch, file, pos))
+    }
 }
 
 #[cfg(test)]
@@ -82,6 +95,20 @@ mod tests {
         assert!(position_order("binlog.000009", 900) < position_order("binlog.000010", 4));
         assert!(position_order("binlog.000010", 4) < position_order("binlog.000010", 5));
         assert_eq!(position_order("binlog", 4), None);
+    }
+
+    #[test]
+    fn heartbeats_order_by_epoch_first_and_old_ones_read_as_epoch_zero() {
+        let text = |epoch: &str, file: &str| {
+            format!(
+                r#"{{"source":"s","server_id":1,{epoch}"file":"{file}","pos":9,"gtid_set":"","last_commit_ts_ms":0,
+                "as_of_ms":0,"idle":true,"ts_ms":0,"watermarks":{{}}}}"#
+            )
+        };
+        let old: Heartbeat = serde_json::from_str(&text("", "binlog.000009")).unwrap();
+        let new: Heartbeat = serde_json::from_str(&text(r#""epoch":9,"#, "binlog.000001")).unwrap();
+        assert_eq!(old.epoch, 0);
+        assert!(old.order() < new.order());
     }
 
     #[test]
@@ -101,6 +128,7 @@ mod tests {
         let beat = Heartbeat {
             source: "orders".into(),
             server_id: 3,
+            epoch: 4,
             file: "binlog.000003".into(),
             pos: 1234,
             gtid_set: "0-3-10".into(),

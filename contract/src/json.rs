@@ -26,6 +26,8 @@ pub struct SourceRef<'a> {
     pub table: &'a str,
     /// server_id of the server that wrote the event.
     pub server_id: u32,
+    /// The source's epoch (see [`SourceOrder`](crate::SourceOrder)).
+    pub epoch: u32,
     /// GTID of the transaction; `None` is written as null.
     pub gtid: Option<&'a str>,
     /// Binlog file of the transaction's first event.
@@ -206,6 +208,8 @@ fn write_source_head(out: &mut Vec<u8>, s: &SourceRef<'_>) {
     write_str(out, s.table);
     out.extend_from_slice(b",\"server_id\":");
     write_u64(out, u64::from(s.server_id));
+    out.extend_from_slice(b",\"epoch\":");
+    write_u64(out, u64::from(s.epoch));
     out.extend_from_slice(b",\"gtid\":");
     match s.gtid {
         Some(gtid) => write_str(out, gtid),
@@ -296,6 +300,7 @@ impl Source {
             db: &self.db,
             table: &self.table,
             server_id: self.server_id,
+            epoch: self.epoch,
             gtid: self.gtid.as_deref(),
             file: &self.file,
             pos: self.pos,
@@ -578,6 +583,7 @@ mod tests {
                 db: table.database,
                 table: table.table,
                 server_id: u32::MAX,
+                epoch: u32::MAX,
                 gtid: gtid.map(str::to_owned),
                 file: "binlog.000002".into(),
                 pos: 1234,

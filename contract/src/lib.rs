@@ -269,6 +269,11 @@ pub struct Source {
     pub table: String,
     /// server_id of the server that wrote the event.
     pub server_id: u32,
+    /// The source's epoch: raised by the capture whenever binlog positions restart lower (another server, `RESET
+    /// MASTER`, a new snapshot), so that row versions keep growing (see [`SourceOrder`]). 0 when absent (events
+    /// written before epochs existed).
+    #[serde(default)]
+    pub epoch: u32,
     /// GTID of the transaction (`domain-server-seq` on MariaDB, `uuid:n` on MySQL); null when none.
     pub gtid: Option<String>,
     /// Binlog file of the transaction's first event (its GTID event).
@@ -312,9 +317,20 @@ pub struct ChangeEvent {
 }
 
 /// A position's total order within one source, usable as a row version by consumers: later positions compare
-/// greater. Built from the binlog file's numeric suffix, the transaction's offset and the row index.
+/// greater. Built from the source's epoch, the binlog file's numeric suffix, the transaction's offset and the row
+/// index.
+///
+/// The epoch is an offset added to the file's sequence number. Within one epoch positions order as the server
+/// writes them. When positions restart lower (`RESET MASTER` starts again at file 1, another server has other file
+/// numbers, a new snapshot), the capture raises the epoch so that `epoch + file_seq` of every later event is above
+/// that of every event published before (see the capture's `epoch` module). So the derived order
+/// `(epoch + file_seq, pos, row)` and the lexicographic order `(epoch, file_seq, pos, row)` agree on every event a
+/// source has published, and [`SourceOrder::packed`] keeps that order in one `u64`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SourceOrder {
+    /// The source's epoch (`source.epoch`).
+    #[serde(default)]
+    pub epoch: u32,
     /// Numeric suffix of the binlog file (`binlog.000042` -> 42).
     pub file_seq: u32,
     /// Offset of the transaction in that file.
@@ -323,23 +339,37 @@ pub struct SourceOrder {
     pub row: u64,
 }
 
+/// The largest `epoch + file_seq` a row version can hold (16 bits).
+pub const MAX_EPOCH_FILE: u64 = 0xffff;
+
 impl SourceOrder {
     /// The order of an event's source coordinates; `None` when the file name has no numeric suffix.
     pub fn of(source: &Source) -> Option<SourceOrder> {
-        let file_seq = source.file.rsplit('.').next()?.parse().ok()?;
-        Some(SourceOrder { file_seq, pos: source.pos, row: source.row })
+        let file_seq = file_seq(&source.file)?;
+        Some(SourceOrder { epoch: source.epoch, file_seq, pos: source.pos, row: source.row })
+    }
+
+    /// `epoch + file_seq`: the file's place in the source's history across epochs (the version's top 16 bits
+    /// while it stays at or below [`MAX_EPOCH_FILE`]).
+    pub fn epoch_file(self) -> u64 {
+        u64::from(self.epoch) + u64::from(self.file_seq)
     }
 
     /// A single number with the same order, for storage as a ClickHouse UInt64 version:
-    /// `file_seq << 48 + pos << 16 + row`. The row index is added, not masked, so a transaction with more than
-    /// 65,536 rows stays ordered: its rows only borrow from the offset bits, and the next transaction starts at a
-    /// higher offset by at least its size in bytes. Exact while files stay under 4 GiB and sequence numbers under
-    /// 65,536.
+    /// `(epoch + file_seq) << 48 + pos << 16 + row`. The row index is added, not masked, so a transaction with
+    /// more than 65,536 rows stays ordered: its rows only borrow from the offset bits, and the next transaction
+    /// starts at a higher offset by at least its size in bytes. Exact while files stay under 4 GiB and
+    /// `epoch + file_seq` at or below [`MAX_EPOCH_FILE`] (the capture refuses to go beyond).
     pub fn packed(self) -> u64 {
-        ((self.file_seq as u64 & 0xffff) << 48)
+        ((self.epoch_file() & MAX_EPOCH_FILE) << 48)
             .wrapping_add((self.pos & 0xffff_ffff) << 16)
             .wrapping_add(self.row)
     }
+}
+
+/// The numeric suffix of a binlog file name (`binlog.000042` -> 42), which orders the files of one server.
+pub fn file_seq(file: &str) -> Option<u32> {
+    file.rsplit('.').next()?.parse().ok()
 }
 
 impl ChangeEvent {
@@ -381,6 +411,7 @@ mod tests {
                 db: "orders".into(),
                 table: "orders".into(),
                 server_id: 3,
+                epoch: 7,
                 gtid: Some("0-3-17".into()),
                 file: "binlog.000002".into(),
                 pos: 1234,
@@ -431,11 +462,52 @@ mod tests {
 
     #[test]
     fn source_order_is_monotonic_across_files_and_rows() {
-        let at = |file: &str, pos, row| SourceOrder { file_seq: file.parse().unwrap(), pos, row };
+        let at = |file: &str, pos, row| SourceOrder { epoch: 0, file_seq: file.parse().unwrap(), pos, row };
         let cases = [at("1", 900, 5), at("2", 4, 0), at("2", 4, 1), at("2", 4, 70_000), at("2", 500_000, 0), at("10", 4, 0)];
         for pair in cases.windows(2) {
             assert!(pair[0] < pair[1]);
             assert!(pair[0].packed() < pair[1].packed());
         }
+    }
+
+    /// Regression: after `RESET MASTER`, a failover or a new snapshot, positions restarted lower and every later
+    /// change got a lower version than the old ones, so consumers ignored them. An epoch raised as the capture
+    /// raises it (to at least `old epoch + old file_seq + 1 - new file_seq`) keeps both orders increasing.
+    #[test]
+    fn versions_grow_across_epochs_as_the_capture_raises_them() {
+        let at = |epoch, file_seq, pos, row| SourceOrder { epoch, file_seq, pos, row };
+        let cases = [
+            at(0, 5, 900_000, 3),
+            // RESET MASTER: files restart at 1, the epoch becomes 0 + 5.
+            at(5, 1, 4, 0),
+            at(5, 1, 256, 0),
+            at(5, 2, 4, 0),
+            // Failover to a replica whose files are numbered higher: the epoch still goes up by one.
+            at(6, 40, 1_000, 0),
+            // And back to a server at file 3: 6 + 40 + 1 - 3.
+            at(44, 3, 4, 0),
+            // A new snapshot on the same file: one more.
+            at(45, 3, 4, 0),
+        ];
+        for pair in cases.windows(2) {
+            assert!(pair[0] < pair[1], "{pair:?}");
+            assert!(pair[0].packed() < pair[1].packed(), "{pair:?}");
+        }
+    }
+
+    #[test]
+    fn events_without_an_epoch_read_as_epoch_zero() {
+        let json = |epoch: &str| {
+            format!(
+                r#"{{"before":null,"after":{{"id":1}},"source":{{"connector":"mysql","name":"s","db":"d","table":"t",
+                "server_id":1,{epoch}"gtid":null,"file":"binlog.000003","pos":500,"row":0,"ts_ms":0,"snapshot":"false"}},
+                "op":"u","ts_ms":0,"transaction":null}}"#
+            )
+        };
+        let old: ChangeEvent = serde_json::from_str(&json("")).unwrap();
+        assert_eq!(old.source.epoch, 0);
+        let new: ChangeEvent = serde_json::from_str(&json(r#""epoch":2,"#)).unwrap();
+        assert_eq!(new.source.epoch, 2);
+        assert_eq!(new.version().unwrap(), old.version().unwrap() + (2 << 48));
     }
 }

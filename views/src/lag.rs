@@ -11,7 +11,9 @@
 //!   `as_of_ms`. Idle sources keep sending heartbeats, so the lag stays true; when the capture or the view stops,
 //!   nothing new is covered and the lag grows with the outage.
 //! - A source is caught up when its current binlog position (read when the request arrives) is at or before the
-//!   newest covered position, and that heartbeat is younger than the heartbeat timeout. The whole view is caught up
+//!   newest covered position, and that heartbeat is younger than the heartbeat timeout. Positions compare only
+//!   within one epoch (`Heartbeat::epoch`, raised by the capture when the source's positions restart lower): while
+//!   a heartbeat of a newer epoch than the covered one is pending, the source is not caught up. The whole view is caught up
 //!   when every configured source is, and every topic the view consumes is accounted for by some configured
 //!   source's watermarks (or does not exist yet), so a change cannot hide in a topic no heartbeat speaks for.
 
@@ -139,6 +141,11 @@ impl Coverage {
         commit.max(as_of).map(|t| (now_ms - t).max(0))
     }
 
+    /// The newest epoch among `source`'s pending heartbeats, if it is above `epoch`.
+    fn newer_epoch(&self, source: &str, epoch: u32) -> Option<u32> {
+        self.pending.get(source)?.iter().map(|b| b.epoch).max().filter(|&e| e > epoch)
+    }
+
     /// Every source the view has heard of, by events or heartbeats.
     pub fn sources(&self) -> Vec<String> {
         let mut names: Vec<String> =
@@ -189,6 +196,16 @@ impl Coverage {
                                     (now_ms - b.as_of_ms) / 1000
                                 )),
                             ),
+                            // The server's position is in the newest epoch's binlog history; a covered
+                            // position of an older epoch cannot be compared with it.
+                            Some(b) if self.newer_epoch(&name, b.epoch).is_some() => (
+                                false,
+                                Some(format!(
+                                    "the source's binlog positions restarted (epoch {}): no heartbeat of the new \
+                                     epoch is applied yet",
+                                    self.newer_epoch(&name, b.epoch).unwrap_or_default()
+                                )),
+                            ),
                             Some(b) => match (position_order(&b.file, b.pos), position_order(&position.file, position.pos)) {
                                 (Some(applied), Some(now)) => (applied >= now, None),
                                 _ => (false, Some(format!("binlog file names {:?}, {:?} cannot be ordered", b.file, position.file))),
@@ -227,6 +244,7 @@ mod tests {
         Heartbeat {
             source: "orders".into(),
             server_id: 3,
+            epoch: 0,
             file: "binlog.000002".into(),
             pos,
             gtid_set: String::new(),
@@ -296,5 +314,25 @@ mod tests {
         assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
         // No sources configured: never caught up.
         assert!(!c.report(1_000, &BTreeMap::new(), 10_000, &existing()).caught_up);
+    }
+
+    /// After RESET MASTER the server's position (binlog.000001) is lower than a covered heartbeat of the old history
+    /// (binlog.000002); once a heartbeat of the raised epoch arrives, the old one no longer says caught up.
+    #[test]
+    fn a_pending_heartbeat_of_a_newer_epoch_means_not_caught_up() {
+        let mut c = Coverage::new([T]);
+        c.heartbeat(beat(500, 1_000, &[1]));
+        c.written([(T, 0, 0)], &HashMap::new());
+        let reset: BTreeMap<String, Result<Position, String>> =
+            [("orders".to_string(), Ok(Position { file: "binlog.000001".into(), pos: 300 }))].into();
+        assert!(c.report(1_000, &reset, 10_000, &existing()).caught_up, "the view cannot know before a heartbeat");
+        let mut newer = beat(300, 1_100, &[3]);
+        (newer.epoch, newer.file) = (2, "binlog.000001".into());
+        c.heartbeat(newer);
+        let r = c.report(1_100, &reset, 10_000, &existing());
+        assert!(!r.caught_up);
+        assert!(r.sources[0].error.as_deref().unwrap().contains("epoch 2"), "{r:?}");
+        c.written([(T, 0, 2)], &HashMap::new());
+        assert!(c.report(1_100, &reset, 10_000, &existing()).caught_up);
     }
 }

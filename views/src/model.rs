@@ -246,6 +246,7 @@ mod tests {
                 db: "catalog".into(),
                 table: "products".into(),
                 server_id: 2,
+                epoch: 0,
                 gtid: None,
                 file: "binlog.000002".into(),
                 pos,
