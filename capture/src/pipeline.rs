@@ -10,7 +10,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{Checkpoint, CheckpointStore, FileCheckpointStore};
@@ -19,7 +18,8 @@ use crate::config::{Settings, SnapshotMode, SourceSettings};
 use crate::error::CaptureError;
 use crate::metrics::{Purge, RetentionEstimate, SourceMetrics, SourceState};
 use crate::position::GtidSet;
-use crate::sink::{Batch, KafkaChangeSink};
+use crate::queue::{self, BatchReceiver, BatchSender};
+use crate::sink::KafkaChangeSink;
 use crate::transform::now_ms;
 use crate::{snapshot, stream};
 
@@ -82,7 +82,7 @@ async fn run_once(
     metrics.checkpoint_loaded(checkpoint.as_ref());
 
     let sink = KafkaChangeSink::new(settings, source.filter.clone(), metrics.clone())?;
-    let (tx, rx) = mpsc::channel::<Batch>(settings.queue_capacity);
+    let (tx, rx) = queue::channel(settings.queue_capacity, settings.queue_max_bytes, metrics.clone());
     let stop = shutdown.child_token();
     let reader = read(settings, source, &info, &pool, checkpoint, tx, metrics, &stop);
     let writer = write(settings, sink, rx, &mut store, metrics, &stop);
@@ -115,7 +115,7 @@ async fn read(
     info: &ServerInfo,
     pool: &mysql_async::Pool,
     checkpoint: Option<Checkpoint>,
-    tx: mpsc::Sender<Batch>,
+    tx: BatchSender,
     metrics: &Arc<SourceMetrics>,
     stop: &CancellationToken,
 ) -> Result<(), CaptureError> {
@@ -161,7 +161,7 @@ async fn gtid_at(
 async fn write(
     settings: &Settings,
     mut sink: KafkaChangeSink,
-    mut rx: mpsc::Receiver<Batch>,
+    mut rx: BatchReceiver,
     store: &mut FileCheckpointStore,
     metrics: &Arc<SourceMetrics>,
     stop: &CancellationToken,
@@ -179,7 +179,8 @@ async fn write(
             _ = sink.acknowledgement() => {}
             _ = tick.tick() => {}
             batch = rx.recv(), if open => match batch {
-                Some(batch) => sink.send(batch).await?,
+                // The batch's bytes return to the budget once librdkafka holds its records.
+                Some((batch, _bytes)) => sink.send(batch).await?,
                 None => open = false,
             },
         }
@@ -200,7 +201,7 @@ async fn write(
         if closing && (!open || rx.is_empty()) {
             // Drain: wait for what was sent, save the final checkpoint.
             if stop.is_cancelled() {
-                while let Ok(batch) = rx.try_recv() {
+                while let Some((batch, _bytes)) = rx.try_recv() {
                     sink.send(batch).await?;
                 }
             }

@@ -20,7 +20,6 @@ use std::sync::Arc;
 use cdc_contract::{topic_name, ChangeEvent, ColumnKeys, Op, Row, SnapshotMarker, Source, TableId, Value};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Pool};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{Checkpoint, SnapshotProgress};
@@ -30,6 +29,7 @@ use crate::decode::{protocol_value, SchemaColumn};
 use crate::error::{classify_mysql, CaptureError};
 use crate::metrics::SourceMetrics;
 use crate::position::{BinlogPosition, GtidSet};
+use crate::queue::BatchSender;
 use crate::schema::{self, quote};
 use crate::sink::Batch;
 use crate::transform::{key_of, now_ms, Record, Route};
@@ -83,7 +83,7 @@ pub async fn run(
     server_id: u32,
     pool: &Pool,
     resume: Option<Checkpoint>,
-    tx: &mpsc::Sender<Batch>,
+    tx: &BatchSender,
     metrics: &Arc<SourceMetrics>,
     shutdown: &CancellationToken,
 ) -> Result<Checkpoint, CaptureError> {
@@ -188,7 +188,7 @@ pub async fn run(
     Ok(Checkpoint { snapshot: None, ..base })
 }
 
-async fn send(tx: &mpsc::Sender<Batch>, name: &str, batch: Batch) -> Result<(), CaptureError> {
+async fn send(tx: &BatchSender, name: &str, batch: Batch) -> Result<(), CaptureError> {
     tx.send(batch)
         .await
         .map_err(|_| CaptureError::Definite { source_name: name.to_owned(), message: "the producer stopped".into() })
