@@ -84,21 +84,25 @@ async fn run_once(
     let sink = KafkaChangeSink::new(settings, source.filter.clone(), metrics.clone())?;
     let (tx, rx) = queue::channel(settings.queue_capacity, settings.queue_max_bytes, metrics.clone());
     let stop = shutdown.child_token();
-    let reader = read(settings, source, &info, &pool, checkpoint, tx, metrics, &stop);
-    let writer = write(settings, sink, rx, &mut store, metrics, &stop);
     let monitor =
         tokio::spawn(monitor_binlog(pool.clone(), metrics.clone(), settings.retention_warning, stop.clone()));
-    tokio::pin!(reader, writer);
-    // The writer finishes after the reader: it drains what the reader queued, then saves the last checkpoint.
-    let result = tokio::select! {
-        r = &mut reader => {
-            // The reader dropped its sender: the writer drains the queue and returns.
-            let w = writer.await;
-            r.and(w)
-        }
-        w = &mut writer => {
-            stop.cancel();
-            w
+    // The stages are dropped at the end of this block, before the pool is closed: `disconnect` waits for every pooled
+    // connection, and a reader still holding one (its schema connection) made a writer's error hang there.
+    let result = {
+        let reader = read(settings, source, &info, &pool, checkpoint, tx, metrics, &stop);
+        let writer = write(settings, sink, rx, &mut store, metrics, &stop);
+        tokio::pin!(reader, writer);
+        // The writer finishes after the reader: it drains what the reader queued, then saves the last checkpoint.
+        tokio::select! {
+            r = &mut reader => {
+                // The reader dropped its sender: the writer drains the queue and returns.
+                let w = writer.await;
+                r.and(w)
+            }
+            w = &mut writer => {
+                stop.cancel();
+                w
+            }
         }
     };
     stop.cancel();
