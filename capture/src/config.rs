@@ -67,7 +67,8 @@ pub struct KafkaConfig {
     pub delivery_timeout: Duration,
     /// Extra librdkafka producer properties (e.g. `"linger.ms" = "10"`); `acks` and `enable.idempotence` are fixed.
     /// They override the capture's defaults, among them `queue.buffering.max.kbytes` = 4096, the producer queue that
-    /// bounds memory (see [`crate::sink::producer_config`]).
+    /// bounds memory (see [`crate::sink::producer_config`]). The admin client gets them too, except the producer-only
+    /// ones (see [`crate::sink::admin_config`]).
     pub properties: BTreeMap<String, String>,
 }
 
@@ -277,7 +278,11 @@ impl Config {
             None => DEFAULT_MESSAGE_MAX_BYTES,
             Some(v) => match v.parse::<usize>() {
                 Ok(n) if (1000..=1_000_000_000).contains(&n) => n,
-                _ => return fail(format!("kafka.properties.\"message.max.bytes\" {v:?} must be a number of bytes from 1000 to 1000000000")),
+                _ => {
+                    return fail(format!(
+                        "kafka.properties.\"message.max.bytes\" {v:?} must be a number of bytes from 1000 to 1000000000"
+                    ))
+                }
             },
         };
         if self.kafka.partitions < 1 || self.kafka.replication_factor < 1 {
@@ -490,7 +495,8 @@ mod tests {
             (None, 1 << 33, Err("queue_max_bytes 8589934592 is above")),
         ];
         for (message_max, queue_max, want) in cases {
-            c.kafka.properties = message_max.map(|v| ("message.max.bytes".to_string(), v.to_string())).into_iter().collect();
+            c.kafka.properties =
+                message_max.map(|v| ("message.max.bytes".to_string(), v.to_string())).into_iter().collect();
             c.queue_max_bytes = queue_max;
             match (c.clone().validate(), want) {
                 (Ok(s), Ok(limit)) => assert_eq!(s.message_max_bytes, limit),

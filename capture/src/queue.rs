@@ -133,7 +133,13 @@ mod tests {
     fn batch(sizes: &[usize]) -> Batch {
         let records = sizes
             .iter()
-            .map(|&n| Record { topic: "t".into(), route: Route::ByKey, key: None, value: Some(vec![b'x'; n]), op: None })
+            .map(|&n| Record {
+                topic: "t".into(),
+                route: Route::ByKey,
+                key: None,
+                value: Some(vec![b'x'; n]),
+                op: None,
+            })
             .collect();
         Batch { records, ..Batch::default() }
     }

@@ -164,8 +164,8 @@ fn rss_bytes(pid: u32) -> Option<u64> {
 const RSS_BOUND: u64 = 80 * MIB as u64;
 
 /// Memory is bounded by bytes: with the broker stopped (SIGSTOP), 500 rows of 200 KB (100 MB, in transactions of 100
-/// rows) written to the source keep the capture under [`RSS_BOUND`] while it waits, and all of them arrive once the broker runs again. Before the
-/// byte budget, 8 queued batches of up to 1000 such rows could hold 1.6 GB.
+/// rows) written to the source keep the capture under [`RSS_BOUND`] while it waits, and all of them arrive once the
+/// broker runs again. Before the byte budget, 8 queued batches of up to 1000 such rows could hold 1.6 GB.
 #[tokio::test(flavor = "multi_thread")]
 async fn rss_stays_bounded_with_200_kb_rows_while_the_broker_is_stopped() -> Result<()> {
     stack();
@@ -195,7 +195,11 @@ async fn memory_scenario(
     let env = StackEnv::parse(&cmd.ok(&["env"])?);
     let brokers = env.var("KAFKA_BROKERS");
     let admin = mysql_async::Pool::new(env.var("USERS_MYSQL_ADMIN_URL"));
-    admin.get_conn().await?.query_drop("CREATE DATABASE memtest; CREATE TABLE memtest.blobs (id INT PRIMARY KEY, body LONGTEXT)").await?;
+    admin
+        .get_conn()
+        .await?
+        .query_drop("CREATE DATABASE memtest; CREATE TABLE memtest.blobs (id INT PRIMARY KEY, body LONGTEXT)")
+        .await?;
     let dir = home.join("capture");
     std::fs::create_dir_all(&dir)?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
