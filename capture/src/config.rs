@@ -285,6 +285,15 @@ impl Config {
                 }
             },
         };
+        let queue_kbytes = self.kafka.properties.get("queue.buffering.max.kbytes").and_then(|v| v.parse::<usize>().ok());
+        if let Some(kbytes) = queue_kbytes.filter(|&k| k.saturating_mul(1024) < message_max_bytes) {
+            return fail(format!(
+                "kafka.properties: queue.buffering.max.kbytes {kbytes} is smaller than message.max.bytes \
+                 {message_max_bytes}, so a record of that size would wait forever for room in the producer's queue; \
+                 set queue.buffering.max.kbytes to at least {}",
+                message_max_bytes.div_ceil(1024)
+            ));
+        }
         if self.kafka.partitions < 1 || self.kafka.replication_factor < 1 {
             return fail("kafka.partitions and kafka.replication_factor must be at least 1".into());
         }
@@ -494,6 +503,12 @@ mod tests {
             (None, 0, Err("queue_max_bytes must be at least 1")),
             (None, 1 << 33, Err("queue_max_bytes 8589934592 is above")),
         ];
+        let mut queue_too_small = c.clone();
+        queue_too_small.kafka.properties = [("message.max.bytes", "20000000"), ("queue.buffering.max.kbytes", "4096")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into();
+        let e = queue_too_small.validate().unwrap_err().to_string();
+        assert!(e.contains("queue.buffering.max.kbytes to at least 19532"), "{e}");
         for (message_max, queue_max, want) in cases {
             c.kafka.properties =
                 message_max.map(|v| ("message.max.bytes".to_string(), v.to_string())).into_iter().collect();
