@@ -28,6 +28,14 @@ pub struct Config {
     pub queue_capacity: usize,
     /// Maximum events per batch; a larger transaction is split into several batches. Default 1000.
     pub batch_size: usize,
+    /// Bytes of records (keys plus values) the queue between the binlog reader and the producer may hold; the reader
+    /// waits while it is full. A batch closes once its records reach `queue_max_bytes / queue_capacity` bytes; a
+    /// single batch larger than the whole budget still passes, alone. At most 4294967295. Default 16777216 (16 MiB).
+    pub queue_max_bytes: u64,
+    /// What to do with a record (key plus value) larger than the producer's `message.max.bytes`: `fail` (default)
+    /// stops the source with an error naming the row and the fixes; `truncate` publishes it with its largest column
+    /// values replaced by the marker `"__cdc_oversized__:<bytes>"` (see docs/capture.md, "Oversized records").
+    pub oversized_records: OversizedRecords,
     /// Minimum time between two checkpoint writes (acknowledged progress in between is saved by the next). Default
     /// `200ms`.
     #[serde(with = "humantime_serde")]
@@ -59,8 +67,19 @@ pub struct KafkaConfig {
     pub delivery_timeout: Duration,
     /// Extra librdkafka producer properties (e.g. `"linger.ms" = "10"`); `acks` and `enable.idempotence` are fixed.
     /// They override the capture's defaults, among them `queue.buffering.max.kbytes` = 4096, the producer queue that
-    /// bounds memory (see [`crate::sink::producer_config`]).
+    /// bounds memory (see [`crate::sink::producer_config`]). The admin client gets them too, except the producer-only
+    /// ones (see [`crate::sink::admin_config`]).
     pub properties: BTreeMap<String, String>,
+}
+
+/// What to do with a record larger than the producer's `message.max.bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OversizedRecords {
+    /// Stop the source with a definite error before producing the record.
+    Fail,
+    /// Replace column values, largest first, by a marker until the record fits; count and log it.
+    Truncate,
 }
 
 /// What to do on a first start (no checkpoint).
@@ -139,6 +158,8 @@ impl Default for Config {
             tombstones: true,
             queue_capacity: 8,
             batch_size: 1000,
+            queue_max_bytes: 16 * 1024 * 1024,
+            oversized_records: OversizedRecords::Fail,
             checkpoint_interval: Duration::from_millis(200),
             retention_warning: Duration::from_secs(3600),
             kafka: KafkaConfig {
@@ -152,6 +173,9 @@ impl Default for Config {
         }
     }
 }
+
+/// librdkafka's default `message.max.bytes`.
+pub const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
 
 /// A secret string whose `Debug` and `Display` do not show it.
 #[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -217,6 +241,14 @@ pub struct Settings {
     pub queue_capacity: usize,
     /// See [`Config::batch_size`].
     pub batch_size: usize,
+    /// See [`Config::queue_max_bytes`].
+    pub queue_max_bytes: u32,
+    /// A batch closes once its records hold this many bytes: `queue_max_bytes / queue_capacity`, at least 1.
+    pub batch_max_bytes: usize,
+    /// See [`Config::oversized_records`].
+    pub oversized_records: OversizedRecords,
+    /// The producer's `message.max.bytes` (from `kafka.properties`, else librdkafka's default 1000000).
+    pub message_max_bytes: usize,
     /// See [`Config::checkpoint_interval`].
     pub checkpoint_interval: Duration,
     /// See [`Config::retention_warning`].
@@ -254,6 +286,32 @@ impl Config {
         }
         if self.queue_capacity == 0 || self.batch_size == 0 {
             return fail("queue_capacity and batch_size must be at least 1".into());
+        }
+        let Ok(queue_max_bytes) = u32::try_from(self.queue_max_bytes) else {
+            return fail(format!("queue_max_bytes {} is above the limit 4294967295 (4 GiB)", self.queue_max_bytes));
+        };
+        if queue_max_bytes == 0 {
+            return fail("queue_max_bytes must be at least 1".into());
+        }
+        let message_max_bytes = match self.kafka.properties.get("message.max.bytes") {
+            None => DEFAULT_MESSAGE_MAX_BYTES,
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if (1000..=1_000_000_000).contains(&n) => n,
+                _ => {
+                    return fail(format!(
+                        "kafka.properties.\"message.max.bytes\" {v:?} must be a number of bytes from 1000 to 1000000000"
+                    ))
+                }
+            },
+        };
+        let queue_kbytes = self.kafka.properties.get("queue.buffering.max.kbytes").and_then(|v| v.parse::<usize>().ok());
+        if let Some(kbytes) = queue_kbytes.filter(|&k| k.saturating_mul(1024) < message_max_bytes) {
+            return fail(format!(
+                "kafka.properties: queue.buffering.max.kbytes {kbytes} is smaller than message.max.bytes \
+                 {message_max_bytes}, so a record of that size would wait forever for room in the producer's queue; \
+                 set queue.buffering.max.kbytes to at least {}",
+                message_max_bytes.div_ceil(1024)
+            ));
         }
         if self.kafka.partitions < 1 || self.kafka.replication_factor < 1 {
             return fail("kafka.partitions and kafka.replication_factor must be at least 1".into());
@@ -315,6 +373,10 @@ impl Config {
             tombstones: self.tombstones,
             queue_capacity: self.queue_capacity,
             batch_size: self.batch_size,
+            queue_max_bytes,
+            batch_max_bytes: (self.queue_max_bytes / self.queue_capacity as u64).max(1) as usize,
+            oversized_records: self.oversized_records,
+            message_max_bytes,
             checkpoint_interval: self.checkpoint_interval,
             retention_warning: self.retention_warning,
             kafka: self.kafka,
@@ -447,6 +509,37 @@ mod tests {
         assert!(s.sources[0].filter.matches("users", "users"), "default include is the url's database");
         c.kafka.properties.insert("acks".into(), "1".into());
         assert!(c.validate().unwrap_err().to_string().contains("acks"));
+    }
+
+    #[test]
+    fn byte_limits_are_validated_and_derived() {
+        let mut c = Config { sources: vec![source("users", 100)], ..Config::default() };
+        let s = c.clone().validate().unwrap();
+        assert_eq!((s.queue_max_bytes, s.batch_max_bytes, s.message_max_bytes), (16 << 20, 2 << 20, 1_000_000));
+        assert_eq!(s.oversized_records, OversizedRecords::Fail);
+        let cases = [
+            (Some("20000000"), 1 << 20, Ok(20_000_000)),
+            (Some("999"), 1 << 20, Err("message.max.bytes")),
+            (Some("1MB"), 1 << 20, Err("message.max.bytes")),
+            (None, 0, Err("queue_max_bytes must be at least 1")),
+            (None, 1 << 33, Err("queue_max_bytes 8589934592 is above")),
+        ];
+        let mut queue_too_small = c.clone();
+        queue_too_small.kafka.properties = [("message.max.bytes", "20000000"), ("queue.buffering.max.kbytes", "4096")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into();
+        let e = queue_too_small.validate().unwrap_err().to_string();
+        assert!(e.contains("queue.buffering.max.kbytes to at least 19532"), "{e}");
+        for (message_max, queue_max, want) in cases {
+            c.kafka.properties =
+                message_max.map(|v| ("message.max.bytes".to_string(), v.to_string())).into_iter().collect();
+            c.queue_max_bytes = queue_max;
+            match (c.clone().validate(), want) {
+                (Ok(s), Ok(limit)) => assert_eq!(s.message_max_bytes, limit),
+                (Err(e), Err(part)) => assert!(e.to_string().contains(part), "{e}"),
+                (got, want) => panic!("{message_max:?} {queue_max}: {got:?} vs {want:?}"),
+            }
+        }
     }
 
     #[test]

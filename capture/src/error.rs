@@ -40,6 +40,9 @@ pub enum CaptureError {
     /// A binlog event cannot be decoded.
     #[error("source {source_name}: cannot decode the event at {position}: {error}")]
     Decode { source_name: String, position: String, error: DecodeError },
+    /// A record is larger than the producer accepts (see [`crate::oversized`]).
+    #[error("source {source_name}: {record}")]
+    OversizedRecord { source_name: String, record: crate::oversized::Oversized },
     /// The checkpoint cannot be read or written.
     #[error("source {source_name}: {error}")]
     Checkpoint { source_name: String, error: CheckpointError },

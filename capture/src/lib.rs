@@ -16,8 +16,8 @@
 //!   binlog position of that view (see [`snapshot`]).
 //! - **Schema changes.** Row events decode with the schema in their own TABLE_MAP (`binlog_row_metadata=FULL`), so
 //!   both sides of a DDL decode right, also across restarts (see [`ddl`]).
-//! - **Bounded memory.** Large transactions are split into batches; the queue to the producer and the producer's
-//!   own queue are bounded.
+//! - **Bounded memory.** Large transactions are split into batches (by count and bytes); the queue to the producer
+//!   is bounded in batches and bytes ([`queue`]), and the producer's own queue in bytes.
 //!
 //! # Errors
 //!
@@ -38,8 +38,10 @@ pub mod epoch;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod oversized;
 pub mod pipeline;
 pub mod position;
+pub mod queue;
 pub mod resume;
 pub mod schema;
 pub mod sink;

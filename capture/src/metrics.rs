@@ -37,6 +37,10 @@ pub const BINLOG_BYTES_BEHIND: &str = "cdc_capture_binlog_bytes_behind";
 pub const EVENTS: &str = "cdc_capture_events";
 /// Batches waiting between the binlog reader and the producer.
 pub const QUEUE_DEPTH: &str = "cdc_capture_queue_depth";
+/// Bytes of records (keys plus values) queued between the reader and the producer (see [`crate::queue`]).
+pub const QUEUE_BYTES: &str = "cdc_capture_queue_bytes";
+/// Records larger than `message.max.bytes` published with values replaced by a marker, by table.
+pub const OVERSIZED_RECORDS: &str = "cdc_capture_oversized_records";
 /// Batches produced and not yet acknowledged.
 pub const IN_FLIGHT: &str = "cdc_capture_in_flight_batches";
 /// Seconds since the checkpoint was last saved.
@@ -57,6 +61,12 @@ struct SourceLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabels {
+    source: String,
+    table: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EventLabels {
     source: String,
     table: String,
@@ -70,6 +80,8 @@ pub struct Metrics {
     bytes_behind: Family<SourceLabel, Gauge>,
     events: Family<EventLabels, Counter>,
     queue_depth: Family<SourceLabel, Gauge>,
+    queue_bytes: Family<SourceLabel, Gauge>,
+    oversized: Family<TableLabels, Counter>,
     in_flight: Family<SourceLabel, Gauge>,
     checkpoint_age: Family<SourceLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     retention_headroom: Family<SourceLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -105,6 +117,7 @@ pub struct SourceMetrics {
     snapshot_rows: Counter,
     /// See [`SKIPPED_STATEMENTS`].
     pub skipped_statements: Counter,
+    oversized: Family<TableLabels, Counter>,
     /// Commit time of the newest published transaction, ms.
     last_commit_ms: AtomicI64,
     /// Wall clock of the newest heartbeat received while caught up, ms.
@@ -115,6 +128,8 @@ pub struct SourceMetrics {
     pub bytes_behind: AtomicI64,
     /// See [`QUEUE_DEPTH`].
     pub queue_depth: AtomicI64,
+    /// See [`QUEUE_BYTES`].
+    pub queue_bytes: AtomicI64,
     /// See [`IN_FLIGHT`].
     pub in_flight: AtomicI64,
     /// The reader's binlog position (file, offset).
@@ -231,6 +246,8 @@ impl Metrics {
             bytes_behind: Family::default(),
             events: Family::default(),
             queue_depth: Family::default(),
+            queue_bytes: Family::default(),
+            oversized: Family::default(),
             in_flight: Family::default(),
             checkpoint_age: Family::default(),
             retention_headroom: Family::default(),
@@ -243,6 +260,12 @@ impl Metrics {
         registry.register(BINLOG_BYTES_BEHIND, "Binlog bytes not yet read", m.bytes_behind.clone());
         registry.register(EVENTS, "Change events produced", m.events.clone());
         registry.register(QUEUE_DEPTH, "Batches queued between reader and producer", m.queue_depth.clone());
+        registry.register(QUEUE_BYTES, "Bytes of records queued between reader and producer", m.queue_bytes.clone());
+        registry.register(
+            OVERSIZED_RECORDS,
+            "Records over message.max.bytes published with values replaced by a marker",
+            m.oversized.clone(),
+        );
         registry.register(IN_FLIGHT, "Batches produced, not yet acknowledged", m.in_flight.clone());
         registry.register(CHECKPOINT_AGE_SECONDS, "Seconds since the last checkpoint save", m.checkpoint_age.clone());
         registry.register(
@@ -271,12 +294,14 @@ impl Metrics {
             counters: Mutex::new(HashMap::new()),
             snapshot_rows: self.snapshot_rows.get_or_create(&label).clone(),
             skipped_statements: self.skipped_statements.get_or_create(&label).clone(),
+            oversized: self.oversized.clone(),
             label,
             last_commit_ms: AtomicI64::new(0),
             caught_up_ms: AtomicI64::new(0),
             checkpoint_saved_ms: AtomicI64::new(now),
             bytes_behind: AtomicI64::new(0),
             queue_depth: AtomicI64::new(0),
+            queue_bytes: AtomicI64::new(0),
             in_flight: AtomicI64::new(0),
             position: Mutex::new((String::new(), 0)),
             retention: Mutex::new(Retention::default()),
@@ -299,6 +324,7 @@ impl Metrics {
             self.bytes_behind.get_or_create(&s.label).set(s.bytes_behind.load(Ordering::Relaxed));
             self.queue_depth.get_or_create(&s.label).set(s.queue_depth.load(Ordering::Relaxed));
             self.in_flight.get_or_create(&s.label).set(s.in_flight.load(Ordering::Relaxed));
+            self.queue_bytes.get_or_create(&s.label).set(s.queue_bytes.load(Ordering::Relaxed));
             let age = (now - s.checkpoint_saved_ms.load(Ordering::Relaxed)).max(0) as f64 / 1000.0;
             self.checkpoint_age.get_or_create(&s.label).set(age);
             // No sample before the first estimate: nothing is known yet (no checkpoint, or no look at the server).
@@ -326,6 +352,11 @@ impl SourceMetrics {
             self.events.get_or_create(&labels).clone()
         });
         counter.inc();
+    }
+
+    /// Counts a record of `table` published with values replaced by a marker.
+    pub fn count_oversized(&self, table: &str) {
+        self.oversized.get_or_create(&TableLabels { source: self.name.clone(), table: table.to_owned() }).inc();
     }
 
     /// Counts snapshot rows.

@@ -10,7 +10,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{Checkpoint, CheckpointStore, FileCheckpointStore};
@@ -20,7 +19,8 @@ use crate::epoch::{self, EpochFile};
 use crate::error::CaptureError;
 use crate::metrics::{Purge, RetentionEstimate, SourceMetrics, SourceState};
 use crate::position::GtidSet;
-use crate::sink::{Batch, KafkaChangeSink};
+use crate::queue::{self, BatchReceiver, BatchSender};
+use crate::sink::KafkaChangeSink;
 use crate::transform::now_ms;
 use crate::{snapshot, stream};
 
@@ -85,23 +85,27 @@ async fn run_once(
     metrics.checkpoint_loaded(checkpoint.as_ref());
 
     let sink = KafkaChangeSink::new(settings, source.filter.clone(), metrics.clone())?;
-    let (tx, rx) = mpsc::channel::<Batch>(settings.queue_capacity);
+    let (tx, rx) = queue::channel(settings.queue_capacity, settings.queue_max_bytes, metrics.clone());
     let stop = shutdown.child_token();
-    let reader = read(settings, source, &info, &pool, checkpoint, tx, metrics, &stop);
-    let writer = write(settings, sink, rx, &mut store, metrics, &stop);
     let monitor =
         tokio::spawn(monitor_binlog(pool.clone(), metrics.clone(), settings.retention_warning, stop.clone()));
-    tokio::pin!(reader, writer);
-    // The writer finishes after the reader: it drains what the reader queued, then saves the last checkpoint.
-    let result = tokio::select! {
-        r = &mut reader => {
-            // The reader dropped its sender: the writer drains the queue and returns.
-            let w = writer.await;
-            r.and(w)
-        }
-        w = &mut writer => {
-            stop.cancel();
-            w
+    // The stages are dropped at the end of this block, before the pool is closed: `disconnect` waits for every pooled
+    // connection, and a reader still holding one (its schema connection) made a writer's error hang there.
+    let result = {
+        let reader = read(settings, source, &info, &pool, checkpoint, tx, metrics, &stop);
+        let writer = write(settings, sink, rx, &mut store, metrics, &stop);
+        tokio::pin!(reader, writer);
+        // The writer finishes after the reader: it drains what the reader queued, then saves the last checkpoint.
+        tokio::select! {
+            r = &mut reader => {
+                // The reader dropped its sender: the writer drains the queue and returns.
+                let w = writer.await;
+                r.and(w)
+            }
+            w = &mut writer => {
+                stop.cancel();
+                w
+            }
         }
     };
     stop.cancel();
@@ -118,7 +122,7 @@ async fn read(
     info: &ServerInfo,
     pool: &mysql_async::Pool,
     checkpoint: Option<Checkpoint>,
-    tx: mpsc::Sender<Batch>,
+    tx: BatchSender,
     metrics: &Arc<SourceMetrics>,
     stop: &CancellationToken,
 ) -> Result<(), CaptureError> {
@@ -172,7 +176,7 @@ async fn gtid_at(
 async fn write(
     settings: &Settings,
     mut sink: KafkaChangeSink,
-    mut rx: mpsc::Receiver<Batch>,
+    mut rx: BatchReceiver,
     store: &mut FileCheckpointStore,
     metrics: &Arc<SourceMetrics>,
     stop: &CancellationToken,
@@ -190,7 +194,8 @@ async fn write(
             _ = sink.acknowledgement() => {}
             _ = tick.tick() => {}
             batch = rx.recv(), if open => match batch {
-                Some(batch) => sink.send(batch).await?,
+                // The batch's bytes return to the budget once librdkafka holds its records.
+                Some((batch, _bytes)) => sink.send(batch).await?,
                 None => open = false,
             },
         }
@@ -211,7 +216,7 @@ async fn write(
         if closing && (!open || rx.is_empty()) {
             // Drain: wait for what was sent, save the final checkpoint.
             if stop.is_cancelled() {
-                while let Ok(batch) = rx.try_recv() {
+                while let Some((batch, _bytes)) = rx.try_recv() {
                     sink.send(batch).await?;
                 }
             }

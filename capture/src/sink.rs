@@ -18,6 +18,15 @@
 //! the local broker acknowledges, enough to keep its batches full, and keeps the capture's peak memory small; a larger
 //! queue (librdkafka's own default is 1 GB) only holds more memory when the broker is the bottleneck.
 //!
+//! Oversized records: before producing a batch, the sink checks every record against `message.max.bytes` and applies
+//! the `oversized_records` policy (see [`crate::oversized`]), so no record reaches librdkafka only to be refused.
+//!
+//! Topics: the admin client is built from the same `kafka.properties` as the producer, without the producer-only
+//! properties ([`admin_config`]), so SASL and TLS settings reach it. A topic is looked up in the broker's metadata
+//! first and created (with `kafka.partitions` and `kafka.replication_factor`) only when the broker does not have it:
+//! an existing topic is used as it is, whatever its partition count, and an account without CREATE permission works
+//! on a cluster with pre-created topics. Every admin and metadata call has a deadline ([`ADMIN_TIMEOUT`]).
+//!
 //! Compression is off by default, as in Kafka's own producer: the broker must decompress every batch it stores
 //! record by record (the local broker spent about 4% of its time in LZ4 at 5,000 changes/s), and on one host it saves
 //! nothing. Set `compression.type` in `kafka.properties` (`lz4`, `zstd`) where network bandwidth costs more than CPU.
@@ -36,14 +45,68 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use tokio::sync::Notify;
 
 use crate::checkpoint::Checkpoint;
-use crate::config::{Settings, TableFilter};
+use crate::config::{OversizedRecords, Settings, TableFilter};
 use crate::error::{classify_kafka, CaptureError};
 use crate::metrics::SourceMetrics;
+use crate::oversized;
 use crate::stream::heartbeat_topic;
 use crate::transform::{now_ms, Record, Route};
 
 /// librdkafka's queue limit in KB unless `kafka.properties` sets one (see the module doc).
 pub const QUEUE_KBYTES: u64 = 4096;
+
+/// The deadline of each admin (CreateTopics) and metadata request; a broker that does not answer in time is a
+/// transient error.
+pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// librdkafka's producer-only properties (`P` in its CONFIGURATION.md): they configure producing, and some would
+/// make the admin client act as a producer (`transactional.id`, `enable.idempotence`), so [`admin_config`] leaves
+/// them out.
+const PRODUCER_ONLY: &[&str] = &[
+    "transactional.id",
+    "transaction.timeout.ms",
+    "enable.idempotence",
+    "enable.gapless.guarantee",
+    "queue.buffering.max.messages",
+    "queue.buffering.max.kbytes",
+    "queue.buffering.max.ms",
+    "linger.ms",
+    "message.send.max.retries",
+    "retries",
+    "queue.buffering.backpressure.threshold",
+    "compression.codec",
+    "compression.type",
+    "compression.level",
+    "batch.num.messages",
+    "batch.size",
+    "delivery.report.only.error",
+    "dr_cb",
+    "dr_msg_cb",
+    "sticky.partitioning.linger.ms",
+    "request.required.acks",
+    "acks",
+    "request.timeout.ms",
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+    "queuing.strategy",
+    "produce.offset.report",
+    "partitioner",
+    "partitioner_cb",
+    "msg_order_cmp",
+];
+
+/// The admin client's configuration: `bootstrap.servers` and every `kafka.properties` entry the producer gets except
+/// the producer-only ones (security, SASL, TLS, client id, socket and metadata settings all reach it), and no
+/// automatic topic creation by metadata requests (a lookup must not create a topic with the broker's defaults).
+pub fn admin_config(settings: &Settings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &settings.kafka.brokers);
+    for (k, v) in settings.kafka.properties.iter().filter(|(k, _)| !PRODUCER_ONLY.contains(&k.as_str())) {
+        config.set(k, v);
+    }
+    config.set("allow.auto.create.topics", "false");
+    config
+}
 
 /// The producer's configuration: the capture's defaults, then `kafka.properties`, then the fixed settings.
 pub fn producer_config(settings: &Settings) -> ClientConfig {
@@ -147,7 +210,7 @@ impl ProducerContext for AckContext {
 pub struct KafkaChangeSink {
     /// The producer; its own thread polls for delivery reports.
     producer: ThreadedProducer<AckContext>,
-    /// Creates topics on first use (the broker may not create them itself).
+    /// Looks topics up and creates missing ones on first use (the broker may not create them itself).
     admin: AdminClient<DefaultClientContext>,
     /// Shared with the delivery callback.
     acks: Arc<Acks>,
@@ -156,6 +219,9 @@ pub struct KafkaChangeSink {
     /// Partitions and replication factor of topics this sink creates.
     new_topic_partitions: i32,
     new_topic_replication: i32,
+    /// `message.max.bytes`, and what to do with a record over it.
+    message_max_bytes: usize,
+    oversized_records: OversizedRecords,
     /// Batches sent and not yet released, oldest first, with their checkpoints and heartbeat requests.
     pending: VecDeque<(u64, Option<Checkpoint>, Option<BeatAt>)>,
     /// The newest released heartbeat request, not yet published.
@@ -179,10 +245,7 @@ impl KafkaChangeSink {
         let acks = Arc::new(Acks::default());
         let producer =
             producer_config(settings).create_with_context(AckContext { acks: acks.clone() }).map_err(classify_kafka)?;
-        let admin = ClientConfig::new()
-            .set("bootstrap.servers", &settings.kafka.brokers)
-            .create()
-            .map_err(classify_kafka)?;
+        let admin = admin_config(settings).create().map_err(classify_kafka)?;
         Ok(KafkaChangeSink {
             producer,
             admin,
@@ -190,6 +253,8 @@ impl KafkaChangeSink {
             topics: HashMap::new(),
             new_topic_partitions: settings.kafka.partitions,
             new_topic_replication: settings.kafka.replication_factor,
+            message_max_bytes: settings.message_max_bytes,
+            oversized_records: settings.oversized_records,
             pending: VecDeque::new(),
             ready_beat: None,
             baseline_read: false,
@@ -201,36 +266,82 @@ impl KafkaChangeSink {
         })
     }
 
-    /// Creates `topic` if needed and returns its partition count.
+    /// Returns `topic`'s partition count, creating the topic first if the broker does not have it.
     async fn ensure_topic(&mut self, topic: &Arc<str>) -> Result<i32, CaptureError> {
         if let Some(&n) = self.topics.get(topic) {
             return Ok(n);
         }
+        let partitions = match self.partitions_of(topic)? {
+            Some(n) => n,
+            None => {
+                self.create_topic(topic).await?;
+                self.partitions_of(topic)?.unwrap_or(self.new_topic_partitions)
+            }
+        };
+        self.topics.insert(topic.clone(), partitions);
+        self.acks.state.lock().expect("ack state lock").next_offsets.advance(topic, partitions - 1, 0);
+        Ok(partitions)
+    }
+
+    /// The partition count of `topic` in the broker's metadata, `None` when the broker does not have it.
+    fn partitions_of(&self, topic: &str) -> Result<Option<i32>, CaptureError> {
+        let client = self.admin.inner();
+        let metadata = tokio::task::block_in_place(|| client.fetch_metadata(Some(topic), ADMIN_TIMEOUT))
+            .map_err(classify_kafka)?;
+        let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else { return Ok(None) };
+        match found.error().map(RDKafkaErrorCode::from) {
+            Some(
+                code @ (RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+                | RDKafkaErrorCode::InvalidTopic),
+            ) => Err(classify_kafka(KafkaError::MetadataFetch(code))),
+            // Unknown, or known without partitions yet (being created): create it, or look again after.
+            _ => Ok(Some(found.partitions().len() as i32).filter(|&n| n > 0)),
+        }
+    }
+
+    /// Creates `topic` with the configured partitions and replication; a topic created meanwhile is fine.
+    async fn create_topic(&self, topic: &str) -> Result<(), CaptureError> {
         let new = NewTopic::new(topic, self.new_topic_partitions, TopicReplication::Fixed(self.new_topic_replication));
-        let results = self.admin.create_topics([&new], &AdminOptions::new()).await.map_err(classify_kafka)?;
+        let options = AdminOptions::new().request_timeout(Some(ADMIN_TIMEOUT)).operation_timeout(Some(ADMIN_TIMEOUT));
+        // librdkafka enforces the request timeout; the outer one bounds the call even if its reply never comes.
+        let results = tokio::time::timeout(ADMIN_TIMEOUT * 2, self.admin.create_topics([&new], &options))
+            .await
+            .map_err(|_| classify_kafka(KafkaError::AdminOp(RDKafkaErrorCode::OperationTimedOut)))?
+            .map_err(classify_kafka)?;
         for result in results {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((_, code)) => return Err(classify_kafka(KafkaError::AdminOp(code))),
             }
         }
-        let client = self.producer.client();
-        let metadata = tokio::task::block_in_place(|| client.fetch_metadata(Some(topic), Duration::from_secs(10)))
-            .map_err(classify_kafka)?;
-        let partitions = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == &**topic)
-            .map(|t| t.partitions().len() as i32)
-            .filter(|&n| n > 0)
-            .unwrap_or(self.new_topic_partitions);
-        self.topics.insert(topic.clone(), partitions);
-        self.acks.state.lock().expect("ack state lock").next_offsets.advance(topic, partitions - 1, 0);
-        Ok(partitions)
+        tracing::info!(source = %self.metrics.name, topic, partitions = self.new_topic_partitions, "topic created");
+        Ok(())
+    }
+
+    /// Applies the `oversized_records` policy to every record over `message.max.bytes`, before any is produced.
+    fn fit_records(&self, records: &mut [Record]) -> Result<(), CaptureError> {
+        let limit = self.message_max_bytes;
+        let error = |record| CaptureError::OversizedRecord { source_name: self.metrics.name.clone(), record };
+        for record in records.iter_mut().filter(|r| !oversized::fits(r, limit)) {
+            let what = oversized::describe(record, limit);
+            if self.oversized_records == OversizedRecords::Fail {
+                return Err(error(what));
+            }
+            let columns = oversized::truncate(record, limit).map_err(error)?;
+            tracing::warn!(
+                source = %self.metrics.name, table = %what.table, key = %what.key, position = %what.position,
+                bytes = what.size, limit, columns = ?columns,
+                "oversized record published with values replaced by a marker"
+            );
+            self.metrics.count_oversized(&what.table);
+        }
+        Ok(())
     }
 
     /// Produces a batch's records; waits while librdkafka's queue is full.
-    pub async fn send(&mut self, batch: Batch) -> Result<(), CaptureError> {
+    pub async fn send(&mut self, mut batch: Batch) -> Result<(), CaptureError> {
+        self.fit_records(&mut batch.records)?;
         let id = self.next_batch;
         self.next_batch += 1;
         let mut count = 0;
@@ -367,7 +478,7 @@ impl KafkaChangeSink {
     /// started (by an earlier run) lie below them.
     fn read_baseline(&self) -> Result<(), CaptureError> {
         let client = self.producer.client();
-        let timeout = Duration::from_secs(10);
+        let timeout = ADMIN_TIMEOUT;
         let metadata = tokio::task::block_in_place(|| client.fetch_metadata(None, timeout)).map_err(classify_kafka)?;
         for topic in metadata.topics().iter().filter(|t| self.is_source_topic(t.name())) {
             for partition in topic.partitions() {
@@ -421,6 +532,52 @@ mod tests {
         config.validate().unwrap()
     }
 
+    /// Which `kafka.properties` reach the admin client: connection, security and client settings do, producer-only
+    /// ones do not, and metadata lookups never create topics.
+    #[test]
+    fn the_admin_client_gets_the_producers_security_settings_without_producer_only_ones() {
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            ("security.protocol", "SASL_SSL", Some("SASL_SSL")),
+            ("sasl.mechanism", "SCRAM-SHA-512", Some("SCRAM-SHA-512")),
+            ("sasl.username", "capture", Some("capture")),
+            ("sasl.password", "secret", Some("secret")),
+            ("ssl.ca.location", "/etc/ssl/ca.pem", Some("/etc/ssl/ca.pem")),
+            ("ssl.endpoint.identification.algorithm", "https", Some("https")),
+            ("client.id", "cdc-capture", Some("cdc-capture")),
+            ("socket.timeout.ms", "30000", Some("30000")),
+            ("message.max.bytes", "2000000", Some("2000000")),
+            ("linger.ms", "20", None),
+            ("compression.type", "lz4", None),
+            ("queue.buffering.max.kbytes", "8192", None),
+            ("batch.num.messages", "500", None),
+            ("transactional.id", "t", None),
+            ("request.timeout.ms", "5000", None),
+            ("allow.auto.create.topics", "true", Some("false")),
+        ];
+        let all: Vec<(&str, &str)> = cases.iter().map(|(k, v, _)| (*k, *v)).collect();
+        let configured = settings(&all);
+        let admin = admin_config(&configured);
+        let producer = producer_config(&configured);
+        for (key, value, want) in cases {
+            assert_eq!(admin.get(key), *want, "{key}");
+            if *key != "allow.auto.create.topics" {
+                assert_eq!(producer.get(key), Some(*value), "the producer gets {key}");
+            }
+        }
+        assert_eq!(admin.get("bootstrap.servers"), Some("127.0.0.1:9092"));
+        for fixed in ["acks", "enable.idempotence", "message.timeout.ms", "partitioner"] {
+            assert_eq!(admin.get(fixed), None, "{fixed}");
+        }
+        // Every property the admin gets is one a producer-type client accepts: creating it succeeds.
+        let client: Result<AdminClient<DefaultClientContext>, _> = admin_config(&settings(&[
+            ("security.protocol", "plaintext"),
+            ("client.id", "x"),
+            ("linger.ms", "1"),
+        ]))
+        .create();
+        assert!(client.is_ok(), "{:?}", client.err());
+    }
+
     #[test]
     fn the_producer_queue_is_bounded_to_4_mb_unless_configured() {
         let config = producer_config(&settings(&[]));
@@ -440,7 +597,8 @@ mod tests {
         let config = producer_config(&settings(&[("message.max.bytes", "1000000")]));
         assert_eq!(config.get("queue.buffering.max.kbytes"), Some("4096"));
         let config =
-            producer_config(&settings(&[("message.max.bytes", "10000000"), ("queue.buffering.max.kbytes", "2048")]));
-        assert_eq!(config.get("queue.buffering.max.kbytes"), Some("2048"));
+            producer_config(&settings(&[("message.max.bytes", "10000000"), ("queue.buffering.max.kbytes", "16384")]));
+        // A set limit stays (one below message.max.bytes is refused by validation).
+        assert_eq!(config.get("queue.buffering.max.kbytes"), Some("16384"));
     }
 }

@@ -20,7 +20,6 @@ use std::sync::Arc;
 use cdc_contract::{topic_name, ChangeEvent, ColumnKeys, Op, Row, SnapshotMarker, Source, TableId, Value};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Pool};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{Checkpoint, SnapshotProgress};
@@ -31,6 +30,7 @@ use crate::epoch::{self, EpochFile};
 use crate::error::{classify_mysql, CaptureError};
 use crate::metrics::SourceMetrics;
 use crate::position::{BinlogPosition, GtidSet};
+use crate::queue::BatchSender;
 use crate::schema::{self, quote};
 use crate::sink::Batch;
 use crate::transform::{key_of, now_ms, Record, Route};
@@ -85,7 +85,7 @@ pub async fn run(
     pool: &Pool,
     resume: Option<Checkpoint>,
     epochs: &mut EpochFile,
-    tx: &mpsc::Sender<Batch>,
+    tx: &BatchSender,
     metrics: &Arc<SourceMetrics>,
     shutdown: &CancellationToken,
 ) -> Result<Checkpoint, CaptureError> {
@@ -201,7 +201,7 @@ pub async fn run(
     Ok(Checkpoint { snapshot: None, ..base })
 }
 
-async fn send(tx: &mpsc::Sender<Batch>, name: &str, batch: Batch) -> Result<(), CaptureError> {
+async fn send(tx: &BatchSender, name: &str, batch: Batch) -> Result<(), CaptureError> {
     tx.send(batch)
         .await
         .map_err(|_| CaptureError::Definite { source_name: name.to_owned(), message: "the producer stopped".into() })

@@ -2,7 +2,8 @@
 //!
 //! Events are turned into records by the [`Transformer`] and sent to the sink in batches: one batch per
 //! transaction, or several for a transaction larger than `batch_size`, so a million-row transaction passes in
-//! bounded memory (the queue to the sink is bounded and `send` waits when it is full).
+//! bounded memory (the queue to the sink is bounded in batches and bytes, and `send` waits when it is full; a batch
+//! also closes once its records hold `batch_max_bytes`).
 //!
 //! When the server has nothing to send it sends a heartbeat every `heartbeat_interval`; the reader then checkpoints
 //! its position and asks the sink to publish a [`Heartbeat`](cdc_contract::Heartbeat) to `<prefix>.heartbeats` once
@@ -17,7 +18,6 @@ use futures_util::StreamExt;
 use mysql_async::binlog::EventType;
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Pool};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::Checkpoint;
@@ -27,6 +27,7 @@ use crate::decode::ServerFlavor;
 use crate::epoch::{self, EpochFile};
 use crate::error::{classify_mysql, CaptureError};
 use crate::metrics::SourceMetrics;
+use crate::queue::{batch_bytes, BatchSender};
 use crate::schema;
 use crate::sink::{Batch, BeatAt};
 use crate::transform::{now_ms, Record, TransformError, Transformer};
@@ -45,7 +46,7 @@ pub async fn run(
     pool: &Pool,
     start: Checkpoint,
     epochs: &mut EpochFile,
-    tx: &mpsc::Sender<Batch>,
+    tx: &BatchSender,
     metrics: &Arc<SourceMetrics>,
     shutdown: &CancellationToken,
 ) -> Result<(), CaptureError> {
@@ -83,6 +84,8 @@ pub async fn run(
     .resumed_as(start.epoch, start.server_id);
     let mut schema_conn: Option<Conn> = None;
     let mut records: Vec<Record> = Vec::with_capacity(settings.batch_size);
+    // Bytes of `records`: a batch also closes at `batch_max_bytes`.
+    let mut bytes = 0;
     let mut last_beat = std::time::Instant::now();
     loop {
         let event = tokio::select! {
@@ -106,7 +109,9 @@ pub async fn run(
             let columns = schema::columns(conn, flavor, &table).await.map_err(my)?;
             transformer.set_schema(table, columns);
         }
+        let before = records.len();
         let checkpoint = transformer.handle(&event, &mut records).map_err(|e| transform_error(name, e))?;
+        bytes += batch_bytes(&records[before..]);
         let is_heartbeat = event.header().event_type_raw() == EventType::HEARTBEAT_EVENT as u8;
         if let Some(checkpoint) = checkpoint {
             {
@@ -129,10 +134,12 @@ pub async fn run(
             publishing(epochs, start.epoch, &records, transformer.file())?;
             send(tx, metrics, std::mem::take(&mut records), Some(checkpoint), beat).await?;
             records.reserve(settings.batch_size);
-        } else if records.len() >= settings.batch_size {
+            bytes = 0;
+        } else if records.len() >= settings.batch_size || bytes >= settings.batch_max_bytes {
             publishing(epochs, start.epoch, &records, transformer.file())?;
             send(tx, metrics, std::mem::take(&mut records), None, None).await?;
             records.reserve(settings.batch_size);
+            bytes = 0;
         }
     }
 }
@@ -146,7 +153,7 @@ fn publishing(epochs: &mut EpochFile, epoch: u32, records: &[Record], file: &str
 }
 
 async fn send(
-    tx: &mpsc::Sender<Batch>,
+    tx: &BatchSender,
     metrics: &SourceMetrics,
     records: Vec<Record>,
     checkpoint: Option<Checkpoint>,
