@@ -5,7 +5,7 @@
 //! acknowledged. A transient error (lost connection, broker unavailable) restarts the source from its saved
 //! checkpoint after a backoff; a definite error stops it with a message naming the remedy.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ use crate::metrics::{Purge, RetentionEstimate, SourceMetrics, SourceState};
 use crate::position::GtidSet;
 use crate::sink::{Batch, KafkaChangeSink};
 use crate::transform::now_ms;
-use crate::{snapshot, stream};
+use crate::{snapshot, stream, timeouts};
 
 /// Runs one source until `shutdown`, retrying transient errors with backoff.
 pub async fn run_source(
@@ -35,7 +35,13 @@ pub async fn run_source(
         let started = Instant::now();
         match run_once(&settings, &source, &metrics, &shutdown).await {
             Ok(()) => return Ok(()),
-            Err(e) if e.is_transient() && !shutdown.is_cancelled() => {
+            Err(e) if e.is_transient() && shutdown.is_cancelled() => {
+                // Cut short by the shutdown (e.g. the drain's bound): what was not acknowledged lies after the saved
+                // checkpoint and is sent again after the next start.
+                tracing::info!(source = %source.name, error = %e, "stopped during shutdown");
+                return Ok(());
+            }
+            Err(e) if e.is_transient() => {
                 if started.elapsed() > Duration::from_secs(60) {
                     backoff = Duration::from_millis(250);
                 }
@@ -63,8 +69,15 @@ pub async fn prepare(
     let checkpoint_error = |error| CaptureError::Checkpoint { source_name: source.name.clone(), error };
     let checkpoint = store.load().map_err(checkpoint_error)?;
     let pool = mysql_async::Pool::new(source.opts.clone());
-    let info = checks::run(&pool, source, checkpoint.as_ref(), &store.path().display().to_string()).await?;
-    Ok((pool, info, checkpoint))
+    let path = store.path().display().to_string();
+    let checked = checks::run(&pool, source, checkpoint.as_ref(), &path);
+    match timeouts::within(&source.name, "the start-up checks", timeouts::MYSQL_CHECKS, checked).await {
+        Ok(info) => Ok((pool, info, checkpoint)),
+        Err(e) => {
+            tokio::spawn(disconnect(pool));
+            Err(e)
+        }
+    }
 }
 
 async fn run_once(
@@ -77,7 +90,10 @@ async fn run_once(
     let checkpoint_error = |error| CaptureError::Checkpoint { source_name: name.to_owned(), error };
     metrics.set_state(SourceState::Starting);
     let mut store = FileCheckpointStore::new(&settings.state_dir, name).map_err(checkpoint_error)?;
-    let (pool, info, checkpoint) = prepare(source, &store).await?;
+    let (pool, info, checkpoint) = tokio::select! {
+        prepared = prepare(source, &store) => prepared?,
+        _ = shutdown.cancelled() => return Ok(()),
+    };
     tracing::info!(source = %name, version = %info.version, server_id = info.server_id, "source checked");
     metrics.checkpoint_loaded(checkpoint.as_ref());
 
@@ -102,9 +118,25 @@ async fn run_once(
         }
     };
     stop.cancel();
+    if let Err(e) = &result {
+        // Reported at once: the server may be frozen, and the source retries (or stays stopped) from now.
+        let state = if e.is_transient() { SourceState::Retrying(e.to_string()) } else { SourceState::Failed(e.to_string()) };
+        metrics.set_state(state);
+    }
     let _ = monitor.await;
-    pool.clone().disconnect().await.ok();
+    if result.is_ok() {
+        disconnect(pool.clone()).await;
+    } else {
+        // The server may not answer: the retry does not wait for the goodbye.
+        tokio::spawn(disconnect(pool.clone()));
+    }
     result
+}
+
+/// Closes the pool's connections, for at most [`timeouts::MYSQL_QUERY`]: a frozen server never answers the
+/// goodbye, and its connections are then simply dropped.
+async fn disconnect(pool: mysql_async::Pool) {
+    let _ = tokio::time::timeout(timeouts::MYSQL_QUERY, pool.disconnect()).await;
 }
 
 /// The reader stage: the snapshot when one is due, then the binlog.
@@ -124,16 +156,23 @@ async fn read(
         Some(cp) if cp.snapshot.is_none() => cp,
         resume if source.snapshot == SnapshotMode::Initial => {
             metrics.set_state(SourceState::Snapshotting);
-            let cp = snapshot::run(settings, source, info.flavor, info.server_id, pool, resume, tx, metrics, stop).await?;
+            let snapshot = snapshot::run(settings, source, info.flavor, info.server_id, pool, resume, tx, metrics, stop);
+            // Stopping in the middle is safe: the snapshot resumes from its last acknowledged chunk.
+            let cp = tokio::select! {
+                cp = snapshot => cp?,
+                _ = stop.cancelled() => return Ok(()),
+            };
             if stop.is_cancelled() {
                 return Ok(());
             }
             cp
         }
         _ => {
-            let position = checks::current_position(pool, info.flavor, &source.name).await?;
+            let name = source.name.as_str();
+            let current = checks::current_position(pool, info.flavor, name);
+            let position = timeouts::within(name, "the binlog position query", timeouts::MYSQL_QUERY, current).await?;
             let gtid_set = match info.flavor {
-                Flavor::MariaDb => gtid_at(pool, &source.name, &position).await?,
+                Flavor::MariaDb => gtid_at(pool, name, &position).await?,
                 Flavor::MySql => GtidSet::default(),
             };
             Checkpoint { server_id: info.server_id, position, gtid_set, ts_ms: 0, snapshot: None }
@@ -149,10 +188,9 @@ async fn gtid_at(
     position: &crate::position::BinlogPosition,
 ) -> Result<GtidSet, CaptureError> {
     use mysql_async::prelude::*;
-    let my = |e| crate::error::classify_mysql(name, e);
-    let mut conn = pool.get_conn().await.map_err(my)?;
-    let gtid: Option<String> =
-        conn.exec_first("SELECT BINLOG_GTID_POS(?, ?)", (&position.file, position.pos)).await.map_err(my)?;
+    let mut conn = timeouts::mysql(name, "connecting", timeouts::MYSQL_CONNECT, pool.get_conn()).await?;
+    let query = conn.exec_first("SELECT BINLOG_GTID_POS(?, ?)", (&position.file, position.pos));
+    let gtid: Option<String> = timeouts::mysql(name, "the GTID position query", timeouts::MYSQL_QUERY, query).await?;
     GtidSet::parse(&gtid.unwrap_or_default())
         .map_err(|message| CaptureError::Definite { source_name: name.to_owned(), message })
 }
@@ -171,6 +209,7 @@ async fn write(
     let mut last_save = Instant::now();
     let mut tick = tokio::time::interval(settings.checkpoint_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut clock = AckClock::default();
     let mut open = true;
     loop {
         tokio::select! {
@@ -179,15 +218,26 @@ async fn write(
             _ = sink.acknowledgement() => {}
             _ = tick.tick() => {}
             batch = rx.recv(), if open => match batch {
-                Some(batch) => sink.send(batch).await?,
+                Some(batch) => {
+                    clock.sending(metrics);
+                    // A send waits while the producer's queue is full (the broker is slow or frozen); a shutdown
+                    // does not wait for room. A batch cut off here is not acknowledged, so no checkpoint passes it.
+                    tokio::select! {
+                        biased;
+                        sent = sink.send(batch) => sent?,
+                        _ = stop.cancelled() => {}
+                    }
+                    clock.track(sink.in_flight(), metrics);
+                }
                 None => open = false,
             },
         }
         if let Some(cp) = sink.take_acknowledged()? {
             unsaved = Some(cp);
         }
+        clock.track(sink.in_flight(), metrics);
         sink.publish_heartbeat().await?;
-        metrics.in_flight.store(sink.in_flight() as i64, Ordering::Relaxed);
+        clock.track(sink.in_flight(), metrics);
         let closing = !open || stop.is_cancelled();
         if let Some(cp) = &unsaved {
             if closing || last_save.elapsed() >= settings.checkpoint_interval {
@@ -197,20 +247,79 @@ async fn write(
                 last_save = Instant::now();
             }
         }
-        if closing && (!open || rx.is_empty()) {
-            // Drain: wait for what was sent, save the final checkpoint.
-            if stop.is_cancelled() {
-                while let Ok(batch) = rx.try_recv() {
-                    sink.send(batch).await?;
-                }
-            }
-            sink.flush(settings.kafka.delivery_timeout)?;
-            if let Some(cp) = sink.take_acknowledged()? {
-                save(store, &cp, &name)?;
-                metrics.checkpoint_saved(&cp);
-            }
-            return Ok(());
+        if closing {
+            return drain(sink, rx, store, metrics, stop).await;
         }
+    }
+}
+
+/// The writer's end, when the reader stopped or on shutdown, bounded by [`timeouts::DRAIN`] whatever the broker
+/// does: on shutdown it sends what is still queued, then waits for acknowledgements and saves the checkpoint of
+/// what was acknowledged. What is not acknowledged by then lies after that checkpoint and is sent again by the next
+/// run, which is safe.
+async fn drain(
+    mut sink: KafkaChangeSink,
+    mut rx: mpsc::Receiver<Batch>,
+    store: &mut FileCheckpointStore,
+    metrics: &Arc<SourceMetrics>,
+    stop: &CancellationToken,
+) -> Result<(), CaptureError> {
+    let name = metrics.name.clone();
+    let deadline = Instant::now() + timeouts::DRAIN;
+    let mut queued = 0usize;
+    if stop.is_cancelled() {
+        let send_queued = async {
+            while let Ok(batch) = rx.try_recv() {
+                sink.send(batch).await?;
+                queued += 1;
+            }
+            Ok::<_, CaptureError>(())
+        };
+        if let Ok(sent) = tokio::time::timeout_at(deadline.into(), send_queued).await {
+            sent?;
+        }
+    }
+    let flushed = sink.flush(deadline.saturating_duration_since(Instant::now()));
+    if let Some(cp) = sink.take_acknowledged()? {
+        save(store, &cp, &name)?;
+        metrics.checkpoint_saved(&cp);
+    }
+    metrics.in_flight.store(sink.in_flight() as i64, Ordering::Relaxed);
+    metrics.oldest_unacknowledged_ms.store(0, Ordering::Relaxed);
+    if let Err(e) = flushed {
+        tracing::warn!(
+            source = %name, error = %e, unacknowledged_batches = sink.in_flight(), queued_sent = queued,
+            drain = ?timeouts::DRAIN,
+            "not everything was acknowledged in time; it is sent again from the checkpoint at the next start"
+        );
+    }
+    Ok(())
+}
+
+/// When each batch still waiting for its acknowledgement was produced, oldest first, for the broker check of
+/// `/health` ([`SourceMetrics::oldest_unacknowledged_ms`]). The sink releases batches in order, so after each call
+/// that only adds batches (a send) or only releases them, the change in its count of batches in flight tells which.
+#[derive(Debug, Default)]
+struct AckClock {
+    sent_ms: VecDeque<i64>,
+}
+
+impl AckClock {
+    /// Before a send: the batch waits from now on, also while the send itself waits for room in the producer's
+    /// queue.
+    fn sending(&self, metrics: &SourceMetrics) {
+        let _ = metrics.oldest_unacknowledged_ms.compare_exchange(0, now_ms(), Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// After a call that added or released batches: `in_flight` batches wait now.
+    fn track(&mut self, in_flight: usize, metrics: &SourceMetrics) {
+        while self.sent_ms.len() > in_flight {
+            self.sent_ms.pop_front();
+        }
+        let now = now_ms();
+        self.sent_ms.resize(in_flight, now);
+        metrics.oldest_unacknowledged_ms.store(self.sent_ms.front().copied().unwrap_or(0), Ordering::Relaxed);
+        metrics.in_flight.store(in_flight as i64, Ordering::Relaxed);
     }
 }
 
@@ -223,40 +332,49 @@ async fn monitor_binlog(
     retention_warning: Duration,
     stop: CancellationToken,
 ) {
-    use mysql_async::prelude::*;
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let Ok(mut conn) = pool.get_conn().await else { continue };
-        // The clock before the files: what SHOW BINARY LOGS shows was still true at that server time. The capture's
-        // clock is read first, so the measured offset errs towards less headroom.
-        let local_ms = now_ms();
-        let server_ms = conn.query_first::<i64, _>(SERVER_CLOCK_MS).await.ok().flatten();
-        let Ok(logs) = conn.query::<(String, u64), _>("SHOW BINARY LOGS").await else { continue };
-        let (file, pos) = metrics.position.lock().expect("position lock").clone();
-        if !file.is_empty() {
-            metrics.bytes_behind.store(bytes_behind(&logs, &file, pos) as i64, Ordering::Relaxed);
+        // A frozen server never answers: each look is bounded, and the shutdown does not wait for one.
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::timeout(timeouts::MYSQL_QUERY, look(&pool, &metrics, retention_warning)) => {}
         }
-        let Some(server_ms) = server_ms else { continue };
-        let Ok(variables) = conn.query::<(String, String), _>(EXPIRY_VARIABLES).await else { continue };
-        let expiry = expiry_period(&variables);
-        let mut retention = metrics.retention.lock().expect("retention lock");
-        let seen = &mut retention.seen_active_ms;
-        seen.retain(|f, _| logs.iter().any(|(l, _)| l == f));
-        if let Some((active, _)) = logs.last() {
-            seen.insert(active.clone(), server_ms);
-        }
-        if retention.needed_file.is_empty() {
-            continue;
-        }
-        let open_at_ms = open_at(&retention.needed_file, retention.needed_open_at_ms, &retention.seen_active_ms);
-        let purge = purge_time(&logs, expiry, &retention.needed_file, open_at_ms, server_ms - local_ms);
-        let file = retention.needed_file.clone();
-        retention.estimate = Some(RetentionEstimate { file, expiry, purge, warning: retention_warning });
     }
+}
+
+/// One look of [`monitor_binlog`] at the server.
+async fn look(pool: &mysql_async::Pool, metrics: &SourceMetrics, retention_warning: Duration) {
+    use mysql_async::prelude::*;
+    let Ok(mut conn) = pool.get_conn().await else { return };
+    // The clock before the files: what SHOW BINARY LOGS shows was still true at that server time. The capture's
+    // clock is read first, so the measured offset errs towards less headroom.
+    let local_ms = now_ms();
+    let server_ms = conn.query_first::<i64, _>(SERVER_CLOCK_MS).await.ok().flatten();
+    let Ok(logs) = conn.query::<(String, u64), _>("SHOW BINARY LOGS").await else { return };
+    let (file, pos) = metrics.position.lock().expect("position lock").clone();
+    if !file.is_empty() {
+        metrics.bytes_behind.store(bytes_behind(&logs, &file, pos) as i64, Ordering::Relaxed);
+    }
+    let Some(server_ms) = server_ms else { return };
+    let Ok(variables) = conn.query::<(String, String), _>(EXPIRY_VARIABLES).await else { return };
+    let expiry = expiry_period(&variables);
+    let mut retention = metrics.retention.lock().expect("retention lock");
+    let seen = &mut retention.seen_active_ms;
+    seen.retain(|f, _| logs.iter().any(|(l, _)| l == f));
+    if let Some((active, _)) = logs.last() {
+        seen.insert(active.clone(), server_ms);
+    }
+    if retention.needed_file.is_empty() {
+        return;
+    }
+    let open_at_ms = open_at(&retention.needed_file, retention.needed_open_at_ms, &retention.seen_active_ms);
+    let purge = purge_time(&logs, expiry, &retention.needed_file, open_at_ms, server_ms - local_ms);
+    let file = retention.needed_file.clone();
+    retention.estimate = Some(RetentionEstimate { file, expiry, purge, warning: retention_warning });
 }
 
 /// The server's clock in ms since the epoch.
@@ -346,6 +464,28 @@ fn save(store: &mut FileCheckpointStore, cp: &Checkpoint, name: &str) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ack_clock_keeps_the_send_time_of_the_oldest_batch_in_flight() {
+        let metrics = crate::metrics::Metrics::new().source("orders");
+        let oldest = |m: &SourceMetrics| m.oldest_unacknowledged_ms.load(Ordering::Relaxed);
+        let mut clock = AckClock::default();
+        clock.track(0, &metrics);
+        assert_eq!(oldest(&metrics), 0, "nothing in flight");
+        clock.sending(&metrics);
+        let first = oldest(&metrics);
+        assert!(first > 0, "a send that waits for room already counts");
+        clock.track(2, &metrics);
+        assert_eq!(clock.sent_ms.len(), 2);
+        clock.sent_ms[1] = first + 1_000; // the second batch was sent later
+        clock.sending(&metrics);
+        assert_eq!(oldest(&metrics), first, "a later send does not make the oldest younger");
+        clock.track(3, &metrics);
+        clock.track(2, &metrics); // the first batch is released
+        assert_eq!(oldest(&metrics), first + 1_000);
+        clock.track(0, &metrics);
+        assert_eq!((oldest(&metrics), metrics.in_flight.load(Ordering::Relaxed)), (0, 0));
+    }
 
     #[test]
     fn bytes_behind_counts_the_rest_of_the_file_and_newer_files() {

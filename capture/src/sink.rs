@@ -40,6 +40,7 @@ use crate::config::{Settings, TableFilter};
 use crate::error::{classify_kafka, CaptureError};
 use crate::metrics::SourceMetrics;
 use crate::stream::heartbeat_topic;
+use crate::timeouts::BROKER_REQUEST;
 use crate::transform::{now_ms, Record, Route};
 
 /// librdkafka's queue limit in KB unless `kafka.properties` sets one (see the module doc).
@@ -207,7 +208,8 @@ impl KafkaChangeSink {
             return Ok(n);
         }
         let new = NewTopic::new(topic, self.new_topic_partitions, TopicReplication::Fixed(self.new_topic_replication));
-        let results = self.admin.create_topics([&new], &AdminOptions::new()).await.map_err(classify_kafka)?;
+        let options = AdminOptions::new().request_timeout(Some(BROKER_REQUEST));
+        let results = self.admin.create_topics([&new], &options).await.map_err(classify_kafka)?;
         for result in results {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -215,7 +217,7 @@ impl KafkaChangeSink {
             }
         }
         let client = self.producer.client();
-        let metadata = tokio::task::block_in_place(|| client.fetch_metadata(Some(topic), Duration::from_secs(10)))
+        let metadata = tokio::task::block_in_place(|| client.fetch_metadata(Some(topic), BROKER_REQUEST))
             .map_err(classify_kafka)?;
         let partitions = metadata
             .topics()
@@ -366,7 +368,7 @@ impl KafkaChangeSink {
     /// started (by an earlier run) lie below them.
     fn read_baseline(&self) -> Result<(), CaptureError> {
         let client = self.producer.client();
-        let timeout = Duration::from_secs(10);
+        let timeout = BROKER_REQUEST;
         let metadata = tokio::task::block_in_place(|| client.fetch_metadata(None, timeout)).map_err(classify_kafka)?;
         for topic in metadata.topics().iter().filter(|t| self.is_source_topic(t.name())) {
             for partition in topic.partitions() {

@@ -32,6 +32,7 @@ use crate::metrics::SourceMetrics;
 use crate::position::{BinlogPosition, GtidSet};
 use crate::schema::{self, quote};
 use crate::sink::Batch;
+use crate::timeouts::{self, MYSQL_QUERY, SNAPSHOT_QUERY};
 use crate::transform::{key_of, now_ms, Record, Route};
 
 /// Opens the consistent read view and returns the connection holding it and the binlog position it corresponds to.
@@ -88,14 +89,15 @@ pub async fn run(
     shutdown: &CancellationToken,
 ) -> Result<Checkpoint, CaptureError> {
     let name = source.name.as_str();
-    let my = |e| classify_mysql(name, e);
-    let (mut conn, view_position, view_gtid) = open_view(pool, flavor, name).await?;
+    let view = timeouts::within(name, "opening the read view", SNAPSHOT_QUERY, open_view(pool, flavor, name));
+    let (mut conn, view_position, view_gtid) = view.await?;
     // Streaming starts where the first snapshot stood, also when this run resumes it.
     let (start, start_gtid, mut progress) = match resume {
         Some(cp) => (cp.position, cp.gtid_set, cp.snapshot.unwrap_or_default()),
         None => (view_position, view_gtid, SnapshotProgress::default()),
     };
-    let tables = schema::captured_tables(&mut conn, &source.filter).await.map_err(my)?;
+    let tables = schema::captured_tables(&mut conn, &source.filter);
+    let tables = timeouts::mysql(name, "the table list", MYSQL_QUERY, tables).await?;
     tracing::info!(source = %name, position = %start, tables = tables.len(), resumed_rows = progress.rows, "snapshot started");
     let base = Checkpoint { server_id, position: start.clone(), gtid_set: start_gtid, ts_ms: now_ms(), snapshot: None };
     let snapshot_ts = now_ms();
@@ -105,8 +107,10 @@ pub async fn run(
         if progress.tables_done.contains(&label) {
             continue;
         }
-        let columns = schema::columns(&mut conn, flavor, table).await.map_err(my)?;
-        let pk_names = schema::primary_key(&mut conn, table).await.map_err(my)?;
+        let columns = schema::columns(&mut conn, flavor, table);
+        let columns = timeouts::mysql(name, "the schema lookup", MYSQL_QUERY, columns).await?;
+        let pk_names = schema::primary_key(&mut conn, table);
+        let pk_names = timeouts::mysql(name, "the schema lookup", MYSQL_QUERY, pk_names).await?;
         let pk: Vec<usize> =
             pk_names.iter().filter_map(|n| columns.iter().position(|c| &c.name == n)).collect();
         let mut after: Option<Vec<mysql_async::Value>> = match &progress.current {
@@ -125,7 +129,8 @@ pub async fn run(
             let limit = if pk.is_empty() { None } else { Some(source.snapshot_chunk_rows) };
             let sql = chunk_query(table, &columns, &pk, after.is_some(), limit);
             let params = after.clone().map(|key| expand_params(&key)).unwrap_or_default();
-            let rows: Vec<mysql_async::Row> = conn.exec(sql, params).await.map_err(my)?;
+            let rows: Vec<mysql_async::Row> =
+                timeouts::mysql(name, "a snapshot chunk query", SNAPSHOT_QUERY, conn.exec(sql, params)).await?;
             let n = rows.len();
             let mut records = Vec::with_capacity(n);
             let mut last_event = None;
@@ -183,7 +188,7 @@ pub async fn run(
         }
         None => send(tx, name, Batch { records: Vec::new(), checkpoint: Some(done), heartbeat: None }).await?,
     }
-    conn.query_drop("COMMIT").await.map_err(my)?;
+    timeouts::mysql(name, "the snapshot's COMMIT", MYSQL_QUERY, conn.query_drop("COMMIT")).await?;
     tracing::info!(source = %name, rows = progress.rows, position = %start, "snapshot complete");
     Ok(Checkpoint { snapshot: None, ..base })
 }
