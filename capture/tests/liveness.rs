@@ -230,6 +230,12 @@ async fn frozen(cmd: &StackCommand, home: &Path) -> Result<()> {
     println!("mariadb frozen: /health 503 after {unhealthy:?}: {}", body["reason"]);
     insert(&catalog, 11..=20).await?;
     catalog_reader.read_events(20, DEADLINE).await?;
+    // Reconnecting to the frozen server does not hang either: the start-up checks time out and are retried.
+    let retried = health_becomes(&capture, 503, Duration::from_secs(60), |body| {
+        body["reason"].as_str().is_some_and(|r| r.contains("the start-up checks did not answer within 10s"))
+    })
+    .await?;
+    println!("mariadb frozen: a reconnection timed out {retried:?} later: {}", health(&capture).await?.1["reason"]);
     signal(home, "mysql-users", "CONT")?;
     let resumed = Instant::now();
     insert(&users, 11..=20).await?;
@@ -248,6 +254,11 @@ async fn frozen(cmd: &StackCommand, home: &Path) -> Result<()> {
     .await?;
     let (_, body) = health(&capture).await?;
     println!("broker frozen: /health 503 after {unhealthy:?}: {}", body["reason"]);
+    let metrics = http_get(&format!("{}/metrics", capture.url)).await?;
+    let waited: f64 = metrics_line(&metrics, "cdc_capture_oldest_unacknowledged_seconds", "catalog")
+        .context("the gauge")?
+        .parse()?;
+    assert!(waited > 5.0, "the oldest batch waits for its acknowledgement: {metrics}");
     insert(&users, 21..=30).await?;
     insert(&catalog, 21..=30).await?;
     signal(home, "kafka", "CONT")?;
