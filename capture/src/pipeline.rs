@@ -209,13 +209,13 @@ async fn write(
     let mut last_save = Instant::now();
     let mut tick = tokio::time::interval(settings.checkpoint_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut clock = AckClock::default();
+    let mut clock = AckClock::resume(metrics);
     let mut open = true;
     loop {
         tokio::select! {
             // Acknowledgements first: they free broker queue space and let checkpoints advance.
             biased;
-            _ = sink.acknowledgement() => {}
+            _ = sink.acknowledgement() => clock.broker_answered(),
             _ = tick.tick() => {}
             batch = rx.recv(), if open => match batch {
                 Some(batch) => {
@@ -236,6 +236,8 @@ async fn write(
             unsaved = Some(cp);
         }
         clock.track(sink.in_flight(), metrics);
+        // Publishing may wait on the broker (the first one reads its high watermarks): that counts as waiting too.
+        clock.sending(metrics);
         sink.publish_heartbeat().await?;
         clock.track(sink.in_flight(), metrics);
         let closing = !open || stop.is_cancelled();
@@ -248,7 +250,7 @@ async fn write(
             }
         }
         if closing {
-            return drain(sink, rx, store, metrics, stop).await;
+            return drain(sink, rx, store, metrics, stop, clock).await;
         }
     }
 }
@@ -263,6 +265,7 @@ async fn drain(
     store: &mut FileCheckpointStore,
     metrics: &Arc<SourceMetrics>,
     stop: &CancellationToken,
+    mut clock: AckClock,
 ) -> Result<(), CaptureError> {
     let name = metrics.name.clone();
     let deadline = Instant::now() + timeouts::DRAIN;
@@ -284,8 +287,8 @@ async fn drain(
         save(store, &cp, &name)?;
         metrics.checkpoint_saved(&cp);
     }
-    metrics.in_flight.store(sink.in_flight() as i64, Ordering::Relaxed);
-    metrics.oldest_unacknowledged_ms.store(0, Ordering::Relaxed);
+    // What is still unacknowledged keeps counting into the next run.
+    clock.track(sink.in_flight(), metrics);
     if let Err(e) = flushed {
         tracing::warn!(
             source = %name, error = %e, unacknowledged_batches = sink.in_flight(), queued_sent = queued,
@@ -299,12 +302,29 @@ async fn drain(
 /// When each batch still waiting for its acknowledgement was produced, oldest first, for the broker check of
 /// `/health` ([`SourceMetrics::oldest_unacknowledged_ms`]). The sink releases batches in order, so after each call
 /// that only adds batches (a send) or only releases them, the change in its count of batches in flight tells which.
+///
+/// A run that ends with batches unacknowledged or a broker call unanswered (the pipeline restarts after a broker
+/// error) leaves that time behind; the next run carries it until the broker acknowledges something, so a broker
+/// that stays frozen keeps `/health` at 503 across the restarts.
 #[derive(Debug, Default)]
 struct AckClock {
     sent_ms: VecDeque<i64>,
+    /// Left by the previous run; dropped at the first acknowledgement of this one.
+    carried_ms: Option<i64>,
 }
 
 impl AckClock {
+    /// The clock of a new run of the writer.
+    fn resume(metrics: &SourceMetrics) -> AckClock {
+        let carried = metrics.oldest_unacknowledged_ms.load(Ordering::Relaxed);
+        AckClock { sent_ms: VecDeque::new(), carried_ms: (carried > 0).then_some(carried) }
+    }
+
+    /// The broker delivered (or refused) a record: it answers.
+    fn broker_answered(&mut self) {
+        self.carried_ms = None;
+    }
+
     /// Before a send: the batch waits from now on, also while the send itself waits for room in the producer's
     /// queue.
     fn sending(&self, metrics: &SourceMetrics) {
@@ -318,7 +338,8 @@ impl AckClock {
         }
         let now = now_ms();
         self.sent_ms.resize(in_flight, now);
-        metrics.oldest_unacknowledged_ms.store(self.sent_ms.front().copied().unwrap_or(0), Ordering::Relaxed);
+        let oldest = self.carried_ms.into_iter().chain(self.sent_ms.front().copied()).min().unwrap_or(0);
+        metrics.oldest_unacknowledged_ms.store(oldest, Ordering::Relaxed);
         metrics.in_flight.store(in_flight as i64, Ordering::Relaxed);
     }
 }
@@ -485,6 +506,25 @@ mod tests {
         assert_eq!(oldest(&metrics), first + 1_000);
         clock.track(0, &metrics);
         assert_eq!((oldest(&metrics), metrics.in_flight.load(Ordering::Relaxed)), (0, 0));
+    }
+
+    #[test]
+    fn a_run_that_ended_waiting_for_the_broker_carries_that_time_until_the_broker_answers() {
+        let metrics = crate::metrics::Metrics::new().source("orders");
+        let oldest = |m: &SourceMetrics| m.oldest_unacknowledged_ms.load(Ordering::Relaxed);
+        let first = AckClock::resume(&metrics);
+        first.sending(&metrics); // e.g. a metadata request that fails after its timeout
+        let since = oldest(&metrics);
+        drop(first); // the run ends with the broker's error
+        let mut next = AckClock::resume(&metrics);
+        next.track(0, &metrics);
+        assert_eq!(oldest(&metrics), since, "nothing in flight yet, but the broker has not answered since");
+        next.track(1, &metrics);
+        assert_eq!(oldest(&metrics), since);
+        next.broker_answered();
+        next.track(0, &metrics);
+        assert_eq!(oldest(&metrics), 0);
+        assert_eq!(AckClock::resume(&metrics).carried_ms, None, "a run that ended with everything acknowledged");
     }
 
     #[test]
