@@ -103,6 +103,23 @@ pub struct SourceConfig {
     /// reconnects from its checkpoint (see [`crate::timeouts::read_deadline`]). Default `1s`.
     #[serde(default = "default_heartbeat", with = "humantime_serde")]
     pub heartbeat_interval: Duration,
+    /// What a row change written to the binlog as a statement does (a session with `binlog_format=STATEMENT` or
+    /// `MIXED`), when it may change a captured table: `error` (default) stops the source at that statement, with
+    /// its position; `skip` logs a warning, counts it in `cdc_capture_skipped_statements_total` and goes on, so
+    /// its changes are missing from the stream until the table is re-snapshotted.
+    #[serde(default)]
+    pub statement_dml: StatementDml,
+}
+
+/// What a statement-format row change on a captured table does; see [`SourceConfig::statement_dml`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatementDml {
+    /// Stop the source with an error naming the statement's position, the table and the fix.
+    #[default]
+    Error,
+    /// Log a warning, count it, and go on without its changes.
+    Skip,
 }
 
 fn default_snapshot() -> SnapshotMode {
@@ -183,6 +200,8 @@ pub struct SourceSettings {
     pub snapshot_chunk_rows: usize,
     /// Heartbeat period.
     pub heartbeat_interval: Duration,
+    /// See [`SourceConfig::statement_dml`].
+    pub statement_dml: StatementDml,
 }
 
 /// The validated configuration.
@@ -288,6 +307,7 @@ impl Config {
                 snapshot: s.snapshot,
                 snapshot_chunk_rows: s.snapshot_chunk_rows,
                 heartbeat_interval: s.heartbeat_interval,
+                statement_dml: s.statement_dml,
             });
         }
         Ok(Settings {
@@ -412,6 +432,7 @@ mod tests {
             snapshot: SnapshotMode::Initial,
             snapshot_chunk_rows: 10,
             heartbeat_interval: Duration::from_secs(1),
+            statement_dml: StatementDml::Error,
         }
     }
 
@@ -445,7 +466,9 @@ mod tests {
         let minimal: SourceConfig =
             Figment::from(Toml::string("name = \"s\"\nurl = \"mysql://u@h/db\"\nserver_id = 1")).extract().unwrap();
         let source_defaults =
-            |s: &SourceConfig| format!("{:?}", (s.snapshot, s.snapshot_chunk_rows, s.heartbeat_interval, &s.exclude));
+            |s: &SourceConfig| {
+                format!("{:?}", (s.snapshot, s.snapshot_chunk_rows, s.heartbeat_interval, &s.exclude, s.statement_dml))
+            };
         assert_eq!(source_defaults(&example.sources[0]), source_defaults(&minimal), "the example's source defaults");
         assert!(example.validate().is_ok());
     }

@@ -53,6 +53,8 @@ pub const UP: &str = "cdc_capture_up";
 pub const SOURCE_FAILED: &str = "cdc_capture_source_failed";
 /// Seconds since the oldest batch still waiting for the broker's acknowledgement was produced; 0 when none waits.
 pub const OLDEST_UNACKNOWLEDGED_SECONDS: &str = "cdc_capture_oldest_unacknowledged_seconds";
+/// Row changes written as statements on captured tables that were skipped (`statement_dml = "skip"`).
+pub const SKIPPED_STATEMENTS: &str = "cdc_capture_skipped_statements";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceLabel {
@@ -80,6 +82,7 @@ pub struct Metrics {
     up: Family<SourceLabel, Gauge>,
     failed: Family<SourceLabel, Gauge>,
     oldest_unacknowledged: Family<SourceLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    skipped_statements: Family<SourceLabel, Counter>,
     sources: Mutex<Vec<Arc<SourceMetrics>>>,
 }
 
@@ -119,6 +122,8 @@ pub struct SourceMetrics {
     /// Counter handles per (table, op), so counting does not allocate labels per event.
     counters: Mutex<HashMap<(Arc<str>, Op), Counter>>,
     snapshot_rows: Counter,
+    /// See [`SKIPPED_STATEMENTS`].
+    pub skipped_statements: Counter,
     /// Commit time of the newest published transaction, ms.
     last_commit_ms: AtomicI64,
     /// Wall clock of the newest heartbeat received while caught up, ms.
@@ -255,6 +260,7 @@ impl Metrics {
             up: Family::default(),
             failed: Family::default(),
             oldest_unacknowledged: Family::default(),
+            skipped_statements: Family::default(),
             sources: Mutex::new(Vec::new()),
         };
         registry.register(LAG_SECONDS, "Seconds behind the newest committed change of the source", m.lag.clone());
@@ -276,6 +282,11 @@ impl Metrics {
             "Seconds the oldest batch has waited for the broker's acknowledgement",
             m.oldest_unacknowledged.clone(),
         );
+        registry.register(
+            SKIPPED_STATEMENTS,
+            "Row changes written as statements on captured tables, skipped",
+            m.skipped_statements.clone(),
+        );
         *m.registry.lock().expect("registry lock") = registry;
         Arc::new(m)
     }
@@ -289,6 +300,7 @@ impl Metrics {
             events: self.events.clone(),
             counters: Mutex::new(HashMap::new()),
             snapshot_rows: self.snapshot_rows.get_or_create(&label).clone(),
+            skipped_statements: self.skipped_statements.get_or_create(&label).clone(),
             label,
             last_commit_ms: AtomicI64::new(0),
             caught_up_ms: AtomicI64::new(0),

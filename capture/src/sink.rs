@@ -412,6 +412,7 @@ mod tests {
                 snapshot: SnapshotMode::Initial,
                 snapshot_chunk_rows: 10,
                 heartbeat_interval: Duration::from_secs(1),
+                statement_dml: Default::default(),
             }],
             ..Config::default()
         };

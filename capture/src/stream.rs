@@ -81,7 +81,8 @@ pub async fn run(
             Flavor::MariaDb => ServerFlavor::MariaDb,
             Flavor::MySql => ServerFlavor::MySql,
         },
-    );
+    )
+    .with_statement_row_changes(source.statement_dml, metrics.skipped_statements.clone());
     let mut schema_conn: Option<Conn> = None;
     let mut records: Vec<Record> = Vec::with_capacity(settings.batch_size);
     let mut last_beat = std::time::Instant::now();
@@ -103,7 +104,7 @@ pub async fn run(
             });
         };
         let event = event.map_err(my)?;
-        if let Some(table) = transformer.missing_schema(&event) {
+        while let Some(table) = transformer.missing_schema(&event) {
             if schema_conn.is_none() {
                 let connect = pool.get_conn();
                 schema_conn = Some(timeouts::mysql(name, "connecting", timeouts::MYSQL_CONNECT, connect).await?);

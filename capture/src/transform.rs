@@ -8,6 +8,12 @@
 //! counts the captured rows within the transaction from 0, so a transaction sent again after a crash carries the
 //! same coordinates and consumers can drop duplicates.
 //!
+//! No row change is passed over silently (`transform/events.rs` lists every event type): MySQL transaction payloads
+//! and MariaDB compressed events are decompressed and handled like the events they stand for
+//! (`transform/compressed.rs`); events that may carry rows the capture cannot decode (statement-format row changes on
+//! captured tables, partial JSON or partial row images, incidents, unknown types) are [`TransformError`]s, unless
+//! `statement_dml = "skip"` says to count and skip statement-format row changes (`transform/statements.rs`).
+//!
 //! An update that changes the primary key is emitted as a delete of the old key (plus tombstone) and a create of the
 //! new one, as Debezium does, so per-key ordering on partitions holds.
 //!
@@ -27,11 +33,23 @@ use cdc_contract::{
 use mysql_async::binlog::events::{Event, EventData, RowsEventData, TableMapEvent};
 use mysql_async::binlog::EventType;
 
+use prometheus_client::metrics::counter::Counter;
+
 use crate::checkpoint::Checkpoint;
-use crate::config::TableFilter;
+use crate::config::{StatementDml, TableFilter};
 use crate::ddl::{classify, Statement};
 use crate::decode::{decode_rows_pooled, DecodeError, ImagePool, RowImage, SchemaColumn, ServerFlavor, TableLayout};
 use crate::position::{format_uuid, BinlogPosition, Gtid, GtidSet};
+
+mod compressed;
+mod error;
+mod events;
+mod schemas;
+mod statements;
+
+pub use error::TransformError;
+use events::Disposition;
+use schemas::{payload_key, PayloadKey};
 
 /// MariaDB's GTID event, which mysql_common leaves unparsed.
 const MARIADB_GTID_EVENT: u8 = 162;
@@ -96,20 +114,6 @@ struct Txn {
     row: u64,
 }
 
-/// Errors of the transformation; all are definite.
-#[derive(Debug, thiserror::Error)]
-pub enum TransformError {
-    /// A row event cannot be decoded.
-    #[error("{position}: {error}")]
-    Decode { position: String, error: DecodeError },
-    /// The binlog is not a full row image.
-    #[error("{position}: table {table} has a partial row image; set binlog_row_image=FULL on the server")]
-    PartialImage { position: String, table: String },
-    /// An event could not be parsed.
-    #[error("{position}: unreadable {what} event: {error}")]
-    Parse { position: String, what: &'static str, error: std::io::Error },
-}
-
 /// Turns the binlog events of one server into records.
 pub struct Transformer {
     /// `source.name`.
@@ -144,7 +148,14 @@ pub struct Transformer {
     flavor: ServerFlavor,
     /// Whether a FORMAT_DESCRIPTION event was read: from then on the reader strips event checksums itself.
     format_seen: bool,
+    /// What a statement-format row change on a captured table does.
+    statement_dml: StatementDml,
+    /// Statement-format row changes skipped.
+    skipped_statements: Counter,
+    /// The inner events of the transaction payload [`Transformer::missing_schema`] looked at last, for `handle`.
+    payload_cache: Option<(PayloadKey, Vec<Event>)>,
 }
+
 
 impl Transformer {
     /// A transformer that starts reading at `start` with `gtid_set` already committed.
@@ -174,18 +185,10 @@ impl Transformer {
             buffers: Buffers::default(),
             flavor,
             format_seen: false,
+            statement_dml: StatementDml::default(),
+            skipped_statements: Counter::default(),
+            payload_cache: None,
         }
-    }
-
-    /// The table a TABLE_MAP event maps when it is captured and its information_schema facts are not known yet;
-    /// the caller fetches them and calls [`Transformer::set_schema`] before [`Transformer::handle`].
-    pub fn missing_schema(&self, event: &Event) -> Option<TableId> {
-        if event.header().event_type_raw() != EventType::TABLE_MAP_EVENT as u8 {
-            return None;
-        }
-        let tme = event.read_event::<TableMapEvent<'_>>().ok()?;
-        let id = TableId::new(tme.database_name(), tme.table_name());
-        (self.filter.matches(&id.database, &id.table) && !self.schemas.contains_key(&id)).then_some(id)
     }
 
     /// Supplies information_schema facts for a table.
@@ -221,15 +224,70 @@ impl Transformer {
 
     /// Handles one event; appends its records to `out`. Returns a checkpoint when a transaction ended here (or
     /// at a heartbeat outside a transaction).
+    ///
+    /// A transaction payload's inner events, and a MariaDB compressed event once inflated, are handled like the
+    /// events they stand for, at the position of the event that carries them: a transaction in a payload begins at
+    /// its GTID event and its checkpoint is the end of the payload.
     pub fn handle(&mut self, event: &Event, out: &mut Vec<Record>) -> Result<Option<Checkpoint>, TransformError> {
         let header = event.header();
         let end = header.log_pos() as u64;
         let start = end.saturating_sub(header.event_size() as u64);
+        let raw_type = header.event_type_raw();
+        if raw_type == compressed::TRANSACTION_PAYLOAD {
+            let key = payload_key(&self.file, event);
+            let events = match self.payload_cache.take() {
+                Some((at, events)) if at == key => events,
+                _ => compressed::payload_events(event).map_err(|error| TransformError::Parse {
+                    position: format!("{}:{start}", self.file),
+                    what: "TRANSACTION_PAYLOAD",
+                    error,
+                })?,
+            };
+            let mut checkpoint = None;
+            for inner in &events {
+                if let Some(at) = self.apply(inner, start, end, out)? {
+                    checkpoint = Some(at);
+                }
+            }
+            return Ok(checkpoint);
+        }
+        if compressed::is_mariadb_compressed(raw_type) {
+            let inner = compressed::mariadb_uncompressed(event).map_err(|error| TransformError::Parse {
+                position: format!("{}:{start}", self.file),
+                what: events::name(raw_type),
+                error,
+            })?;
+            return self.apply(&inner, start, end, out);
+        }
+        self.apply(event, start, end, out)
+    }
+
+    /// Handles one (uncompressed) event that occupies `start..end` of the binlog file.
+    fn apply(
+        &mut self,
+        event: &Event,
+        start: u64,
+        end: u64,
+        out: &mut Vec<Record>,
+    ) -> Result<Option<Checkpoint>, TransformError> {
+        let header = event.header();
         if header.server_id() != 0 {
             self.server_id = header.server_id();
         }
         let pos_of = |file: &str| format!("{file}:{start}");
         let raw_type = header.event_type_raw();
+        match events::disposition(raw_type, header.flags_raw()) {
+            Disposition::Decode => {}
+            Disposition::Ignore => return Ok(None),
+            Disposition::Refuse(reason) => {
+                return Err(TransformError::Refused {
+                    position: pos_of(&self.file),
+                    event_type: raw_type,
+                    name: events::name(raw_type),
+                    reason,
+                })
+            }
+        }
         if raw_type == EventType::FORMAT_DESCRIPTION_EVENT as u8 {
             self.format_seen = true;
         }
@@ -253,9 +311,9 @@ impl Transformer {
             Ok(data) => data,
             Err(error) => return Err(TransformError::Parse { position: pos_of(&self.file), what: "binlog", error }),
         };
-        let data = match data {
-            Some(data) => data,
-            None => return Ok(None),
+        let Some(data) = data else {
+            let error = std::io::Error::new(std::io::ErrorKind::InvalidData, format!("event type {raw_type}"));
+            return Err(TransformError::Parse { position: pos_of(&self.file), what: "unknown", error });
         };
         match data {
             EventData::RotateEvent(rotate) => {
@@ -272,18 +330,42 @@ impl Transformer {
                 Ok(None)
             }
             EventData::GtidEvent(g) => {
-                let gtid = Gtid::MySql { uuid: format_uuid(&g.sid()), gno: g.gno() };
+                // A tagged GTID (MySQL 8.3+) is `uuid:tag:gno`; its set keeps the tag with the UUID.
+                let uuid = match g.tag() {
+                    Some(tag) => format!("{}:{tag}", format_uuid(&g.sid())),
+                    None => format_uuid(&g.sid()),
+                };
+                let gtid = Gtid::MySql { uuid, gno: g.gno() };
                 let ts = g.original_commit_timestamp();
                 let commit_ts = (ts > 0).then_some((ts / 1000) as i64);
-                self.begin(Some(gtid), start, commit_ts, false);
+                // A MySQL transaction is a single statement (DDL) unless a BEGIN follows its GTID event.
+                self.begin(Some(gtid), start, commit_ts, true);
+                Ok(None)
+            }
+            EventData::AnonymousGtidEvent(g) => {
+                // MySQL without GTIDs: the transaction still begins here, as with a GTID.
+                let ts = g.0.original_commit_timestamp();
+                let commit_ts = (ts > 0).then_some((ts / 1000) as i64);
+                self.begin(None, start, commit_ts, true);
+                Ok(None)
+            }
+            EventData::XaPrepareLogEvent(_) => Ok(self.commit(end, header.timestamp())),
+            EventData::ExecuteLoadQueryEvent(q) => {
+                // LOAD DATA in statement format: the file came in BEGIN_LOAD_QUERY/APPEND_BLOCK events.
+                let sql = q.query();
+                match classify(&q.schema(), &sql) {
+                    Statement::RowChange(tables) => self.statement_row_change(&tables, &sql, pos_of(&self.file))?,
+                    _ => self.statement_row_change(&[], &sql, pos_of(&self.file))?,
+                }
                 Ok(None)
             }
             EventData::QueryEvent(q) => {
                 let sql = q.query();
                 match classify(&q.schema(), &sql) {
                     Statement::Begin => {
-                        if self.txn.is_none() {
-                            self.begin(None, start, None, false);
+                        match self.txn.as_mut() {
+                            Some(txn) => txn.standalone = false,
+                            None => self.begin(None, start, None, false),
                         }
                         Ok(None)
                     }
@@ -299,6 +381,9 @@ impl Transformer {
                                     self.schemas.remove(t);
                                 }
                                 self.tables.retain(|_, m| !tables.contains(&m.id));
+                            }
+                            Statement::RowChange(tables) => {
+                                self.statement_row_change(&tables, &sql, pos_of(&self.file))?
                             }
                             _ => {}
                         }
@@ -376,6 +461,10 @@ impl Transformer {
         let Some(table) = self.tables.get(&rows.table_id()) else { return Ok(()) };
         if !table.captured {
             return Ok(());
+        }
+        if matches!(rows, RowsEventData::PartialUpdateRowsEvent(_)) {
+            let position = format!("{}:{start}", self.file);
+            return Err(TransformError::PartialJson { position, table: table.id.to_string() });
         }
         if self.txn.is_none() {
             // Row events outside BEGIN/GTID happen only when reading starts mid-transaction; they are emitted with
@@ -792,3 +881,5 @@ mod tests {
         assert_eq!(transformer.file(), "mariadb-bin.000002");
     }
 }
+#[cfg(test)]
+mod event_tests;

@@ -85,6 +85,7 @@ impl Sources {
                 snapshot: SnapshotMode::Initial,
                 snapshot_chunk_rows: 5000,
                 heartbeat_interval: Duration::from_millis(500),
+                statement_dml: Default::default(),
             });
         }
         adjust(&mut config);
