@@ -88,13 +88,30 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     for source in settings.sources.clone() {
         let source_metrics = metrics.source(&source.name);
         let name = source.name.clone();
-        sources.push((name, pipeline::run_source(settings.clone(), source, source_metrics, shutdown.clone())));
+        let guard = PanicGuard(source_metrics.clone());
+        let run = pipeline::run_source(settings.clone(), source, source_metrics, shutdown.clone());
+        sources.push((name, async move {
+            let _guard = guard;
+            run.await
+        }));
     }
     let outcome = supervise(sources, &shutdown).await;
     shutdown.cancel();
     // The server stops with the shutdown token, in parallel with the sources; this waits only for what is left.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), http).await;
     outcome.map_err(Into::into)
+}
+
+/// Marks its source failed when the source's task panics (unwinding drops it), so that `/health` does not go on
+/// showing the state from before.
+struct PanicGuard(Arc<metrics::SourceMetrics>);
+
+impl Drop for PanicGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.set_state(metrics::SourceState::Failed("the source's task panicked (a bug; see the log)".into()));
+        }
+    }
 }
 
 /// Why [`run`] ended with an error.
@@ -246,6 +263,23 @@ mod tests {
         shutdown.cancel();
         supervise(vec![streaming("orders", &shutdown, ran.clone())], &shutdown).await.unwrap();
         assert!(ran.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_source_is_reported_failed_in_health() {
+        let source = Metrics::new().source("orders");
+        source.set_state(metrics::SourceState::Streaming);
+        let guard = PanicGuard(source.clone());
+        let task = tokio::spawn(async move {
+            let _guard = guard;
+            panic!("a bug");
+        });
+        assert!(task.await.is_err());
+        assert!(matches!(source.state(), metrics::SourceState::Failed(ref e) if e.contains("panicked")));
+        let calm = PanicGuard(source.clone());
+        source.set_state(metrics::SourceState::Streaming);
+        drop(calm);
+        assert_eq!(source.state(), metrics::SourceState::Streaming, "an ordinary end leaves the state alone");
     }
 
     #[tokio::test]
