@@ -2,8 +2,13 @@
 //! checkpoint store. This module only connects things; each stage lives in its own module.
 //!
 //! Order of work is the guarantee: a checkpoint is saved only after the sink reports every record before it
-//! acknowledged. A transient error (lost connection, broker unavailable) restarts the source from its saved
-//! checkpoint after a backoff; a definite error stops it with a message naming the remedy.
+//! acknowledged. A transient error (lost connection, broker unavailable, a server that does not answer within its
+//! limit in [`crate::timeouts`]) restarts the source from its saved checkpoint after a backoff; a definite error stops
+//! it with a message naming the remedy.
+//!
+//! Liveness: the writer keeps the send time of the oldest unacknowledged batch in the source's metrics, which
+//! `/health` turns into "broker not acknowledging" (see `AckClock`); on shutdown, its drain is bounded by
+//! [`crate::timeouts::DRAIN`], and no stage waits on a frozen server or broker past the shutdown.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
