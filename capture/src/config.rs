@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Topic prefix: a table's topic is `<prefix>.<database>.<table>`. Default `shop`.
     pub topic_prefix: String,
-    /// Directory of the checkpoint files, one per source. Must be durable storage. Default `capture-state`.
+    /// Directory of the checkpoint files, one per source. Must be durable storage. One capture at a time: it locks
+    /// `capture.lock` in it (see [`crate::lock`]). Default `capture-state`.
     pub state_dir: PathBuf,
     /// Address of the HTTP server for `/metrics` and `/health`. Default `127.0.0.1:9090`.
     pub listen: SocketAddr,
@@ -116,8 +117,9 @@ pub struct SourceConfig {
     /// Rows per snapshot query (primary-key chunks). Default 10000.
     #[serde(default = "default_chunk")]
     pub snapshot_chunk_rows: usize,
-    /// How often the server sends a heartbeat when the binlog is idle, and the capture publishes its position.
-    /// Default `1s`.
+    /// How often the server sends a heartbeat when the binlog is idle, and the capture publishes its position. No
+    /// event at all for three periods (at least 5 s) means the connection or the server is frozen: the source
+    /// reconnects from its checkpoint (see [`crate::timeouts::read_deadline`]). Default `1s`.
     #[serde(default = "default_heartbeat", with = "humantime_serde")]
     pub heartbeat_interval: Duration,
     /// What a row change written to the binlog as a statement does (a session with `binlog_format=STATEMENT` or

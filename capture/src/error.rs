@@ -52,6 +52,10 @@ pub enum CaptureError {
     /// A broker error; transient when the broker may come back.
     #[error("kafka: {error}")]
     Kafka { error: KafkaError, transient: bool },
+    /// A server or the broker did not answer within its time limit (see [`crate::timeouts`]): frozen, overloaded or
+    /// cut off. Transient: the source resumes from its checkpoint once it answers again.
+    #[error("source {source_name}: {what} did not answer within {}", humantime_serde::re::humantime::format_duration(*.limit))]
+    Timeout { source_name: String, what: String, limit: std::time::Duration },
     /// Something else that cannot be retried, with its explanation.
     #[error("source {source_name}: {message}")]
     Definite { source_name: String, message: String },
@@ -62,6 +66,7 @@ impl CaptureError {
     pub fn is_transient(&self) -> bool {
         match self {
             CaptureError::MySql { transient, .. } | CaptureError::Kafka { transient, .. } => *transient,
+            CaptureError::Timeout { .. } => true,
             _ => false,
         }
     }

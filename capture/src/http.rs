@@ -1,6 +1,10 @@
 //! The capture's HTTP endpoints: `/metrics` (Prometheus text) and `/health` (200, or 503 with the reason; both
 //! with `warnings`, which do not change the status: binlog retention headroom below `retention_warning`, or the
 //! binlog file a checkpoint needs purged or at risk at the next rotation).
+//!
+//! `/health` is 503 while any source is not streaming or snapshotting (starting, retrying after a transient error,
+//! or failed with a definite error, which stops only that source), or while the broker has not acknowledged a
+//! source's oldest batch for [`crate::timeouts::BROKER_ACK`]; the reason names each such source and why.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,14 +36,12 @@ async fn health(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
     for s in metrics.sources() {
         warnings.extend(s.retention_warning(now));
         let state = s.state();
-        let text = match &state {
-            SourceState::Starting => "starting".to_string(),
-            SourceState::Snapshotting => "snapshotting".to_string(),
-            SourceState::Streaming => "streaming".to_string(),
-            SourceState::Retrying(e) => format!("retrying: {e}"),
-            SourceState::Failed(e) => format!("failed: {e}"),
+        let text = match (s.problem(now), &state) {
+            (Some(problem), SourceState::Streaming | SourceState::Snapshotting) => format!("{state}; {problem}"),
+            (Some(problem), _) => problem,
+            (None, _) => state.to_string(),
         };
-        if !matches!(state, SourceState::Streaming | SourceState::Snapshotting) {
+        if s.problem(now).is_some() {
             problems.push(format!("{}: {text}", s.name));
         }
         sources.insert(s.name.clone(), serde_json::Value::String(text));
@@ -56,7 +58,15 @@ async fn health(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
 
 /// Serves the endpoints on `addr` until `shutdown`.
 pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, shutdown: CancellationToken) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    serve_on(tokio::net::TcpListener::bind(addr).await?, metrics, shutdown).await
+}
+
+/// Serves the endpoints on a bound listener until `shutdown`.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     axum::serve(listener, app(metrics)).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
 
@@ -72,6 +82,44 @@ mod tests {
         let status = response.status();
         let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("a body");
         (status, serde_json::from_slice(&body).expect("JSON"))
+    }
+
+    #[tokio::test]
+    async fn a_failed_source_makes_health_503_naming_it_while_the_other_streams() {
+        let metrics = Metrics::new();
+        metrics.source("orders").set_state(SourceState::Streaming);
+        metrics.source("users").set_state(SourceState::Failed("source users: the row image is MINIMAL".into()));
+        let (status, body) = get_health(metrics.clone()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["reason"], "users: failed: source users: the row image is MINIMAL");
+        assert_eq!(body["sources"]["orders"], "streaming");
+        let text = metrics.render();
+        for line in [
+            "cdc_capture_up{source=\"orders\"} 1",
+            "cdc_capture_up{source=\"users\"} 0",
+            "cdc_capture_source_failed{source=\"orders\"} 0",
+            "cdc_capture_source_failed{source=\"users\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_broker_that_does_not_acknowledge_makes_health_503_after_the_limit() {
+        let metrics = Metrics::new();
+        let source = metrics.source("orders");
+        source.set_state(SourceState::Streaming);
+        let since = |ago: Duration| now_ms() - ago.as_millis() as i64;
+        source.oldest_unacknowledged_ms.store(since(Duration::from_secs(2)), std::sync::atomic::Ordering::Relaxed);
+        let (status, body) = get_health(metrics.clone()).await;
+        assert_eq!(status, StatusCode::OK, "2 s is within the limit: {body}");
+        let waited = crate::timeouts::BROKER_ACK + Duration::from_secs(3);
+        source.oldest_unacknowledged_ms.store(since(waited), std::sync::atomic::Ordering::Relaxed);
+        let (status, body) = get_health(metrics.clone()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        let expected = format!("orders: streaming; broker not acknowledging for {} s", waited.as_secs());
+        assert_eq!(body["reason"], expected.as_str());
+        assert!(metrics.render().contains("cdc_capture_up{source=\"orders\"} 0"));
     }
 
     #[tokio::test]

@@ -24,6 +24,20 @@
 //! [`error::CaptureError`] separates transient errors (retried with backoff from the checkpoint) from definite
 //! ones (wrong server settings, missing privileges, purged binlog), which stop the source with the remedy.
 //!
+//! # Isolation and liveness
+//!
+//! - **A definite error stops only its source** ([`supervise`]): it stays stopped with its error (`/health` 503
+//!   naming it, `cdc_capture_source_failed` 1) while the others keep streaming. When the last source has failed
+//!   the process exits with status 1 and every source's error; a restart meets the same errors until they are
+//!   fixed. A shutdown after a source failed also exits with status 1 and names the failures.
+//! - **Nothing waits forever** ([`timeouts`]): the binlog stream has a read deadline derived from the heartbeat
+//!   period, every MySQL call and broker request a time limit, so a frozen server or broker turns `/health` to 503
+//!   within seconds, and the source recovers by itself once it answers again.
+//! - **Shutdown is bounded**: the writer's drain waits at most [`timeouts::DRAIN`] for acknowledgements (what is
+//!   not acknowledged is sent again after the next start), and `main` exits [`timeouts::SHUTDOWN`] after the signal
+//!   whatever is still pending.
+//! - **One capture per `state_dir`** ([`lock`]).
+//!
 //! # Stages
 //!
 //! [`checks`] -> [`snapshot`] / [`stream`] (with [`transform`] and [`decode`]) -> [`sink`] -> [`checkpoint`],
@@ -37,6 +51,7 @@ pub mod decode;
 pub mod epoch;
 pub mod error;
 pub mod http;
+pub mod lock;
 pub mod metrics;
 pub mod oversized;
 pub mod pipeline;
@@ -47,10 +62,11 @@ pub mod schema;
 pub mod sink;
 pub mod snapshot;
 pub mod stream;
+pub mod timeouts;
 pub mod transform;
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -58,40 +74,101 @@ use tokio_util::sync::CancellationToken;
 use crate::checkpoint::FileCheckpointStore;
 use crate::config::Settings;
 use crate::error::CaptureError;
+use crate::lock::StateDirLock;
 use crate::metrics::Metrics;
 
-/// Runs every source and the HTTP server until `shutdown` or a definite error of any source.
+/// Runs every source and the HTTP server until `shutdown`, or until every source has stopped with a definite
+/// error. A source that fails stops alone (see [`supervise`]); the others keep streaming. Refuses to start while
+/// another capture holds `state_dir` (see [`lock`]).
+///
+/// Returns an error when any source failed: [`Stopped::AllFailed`] when the last one did, [`Stopped::ShutDown`]
+/// when the shutdown came after one or more had failed.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let _lock = StateDirLock::acquire(&settings.state_dir)?;
     let settings = Arc::new(settings);
     let metrics = Metrics::new();
-    let mut tasks = JoinSet::new();
-    let http = tokio::spawn(http::serve(settings.listen, metrics.clone(), shutdown.clone()));
+    let listener = tokio::net::TcpListener::bind(settings.listen).await.map_err(|e| {
+        anyhow::anyhow!("cannot listen on {} for /metrics and /health: {e}; set `listen` to a free address", settings.listen)
+    })?;
+    let http = tokio::spawn(http::serve_on(listener, metrics.clone(), shutdown.clone()));
+    let mut sources = Vec::new();
     for source in settings.sources.clone() {
         let source_metrics = metrics.source(&source.name);
         let name = source.name.clone();
-        tasks.spawn(pipeline::run_source(settings.clone(), source, source_metrics, shutdown.clone()));
-        tracing::info!(source = %name, "source started");
+        let guard = PanicGuard(source_metrics.clone());
+        let run = pipeline::run_source(settings.clone(), source, source_metrics, shutdown.clone());
+        sources.push((name, async move {
+            let _guard = guard;
+            run.await
+        }));
     }
-    let mut failure = None;
-    while let Some(done) = tasks.join_next().await {
-        match done {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "source stopped");
-                failure.get_or_insert(e);
-                shutdown.cancel();
-            }
-            Err(join) => {
-                tracing::error!(error = %join, "source task panicked");
-                shutdown.cancel();
-            }
+    let outcome = supervise(sources, &shutdown).await;
+    shutdown.cancel();
+    // The server stops with the shutdown token, in parallel with the sources; this waits only for what is left.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), http).await;
+    outcome.map_err(Into::into)
+}
+
+/// Marks its source failed when the source's task panics (unwinding drops it), so that `/health` does not go on
+/// showing the state from before.
+struct PanicGuard(Arc<metrics::SourceMetrics>);
+
+impl Drop for PanicGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.set_state(metrics::SourceState::Failed("the source's task panicked (a bug; see the log)".into()));
         }
     }
-    shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
-    match failure {
-        Some(e) => Err(e.into()),
-        None => Ok(()),
+}
+
+/// Why [`run`] ended with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Stopped {
+    /// Every source stopped with a definite error; nothing is left to run. A supervisor that restarts the process
+    /// will see the same errors until their causes are fixed.
+    #[error("every source failed: {}", list(.0))]
+    AllFailed(Vec<(String, String)>),
+    /// Shut down (SIGTERM/SIGINT) while these sources had failed.
+    #[error("shut down with failed sources: {}", list(.0))]
+    ShutDown(Vec<(String, String)>),
+}
+
+fn list(failures: &[(String, String)]) -> String {
+    failures.iter().map(|(_, error)| error.as_str()).collect::<Vec<_>>().join("; ")
+}
+
+/// Runs each `(name, source)` until it ends: a source returns `Ok` when it stopped for `shutdown`, and an error
+/// when it stopped by a definite error (it has already retried transient ones and set its state). A failure is
+/// logged and stops only that source; the others go on. Returns once every source has ended: with the failures,
+/// if any.
+pub async fn supervise<F>(sources: Vec<(String, F)>, shutdown: &CancellationToken) -> Result<(), Stopped>
+where
+    F: Future<Output = Result<(), CaptureError>> + Send + 'static,
+{
+    let mut tasks = JoinSet::new();
+    let mut names = std::collections::HashMap::new();
+    for (name, source) in sources {
+        let id = tasks.spawn(source).id();
+        tracing::info!(source = %name, "source started");
+        names.insert(id, name);
+    }
+    let mut failures = Vec::new();
+    while let Some(done) = tasks.join_next_with_id().await {
+        let (id, error) = match done {
+            Ok((_, Ok(()))) => continue,
+            Ok((id, Err(e))) => (id, e.to_string()),
+            Err(join) => (join.id(), format!("the source's task ended abnormally: {join}")),
+        };
+        let name = names.get(&id).cloned().unwrap_or_default();
+        tracing::error!(source = %name, error = %error, running = tasks.len(), "source stopped; the others go on");
+        failures.push((name, error));
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else if shutdown.is_cancelled() {
+        Err(Stopped::ShutDown(failures))
+    } else {
+        Err(Stopped::AllFailed(failures))
     }
 }
 
@@ -118,4 +195,111 @@ pub async fn check(settings: &Settings) -> Result<Vec<String>, CaptureError> {
         lines.push(format!("{}: ok ({} server_id {}); {resume}", source.name, info.version, info.server_id));
     }
     Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    type Source = Pin<Box<dyn Future<Output = Result<(), CaptureError>> + Send>>;
+
+    fn definite(name: &str) -> CaptureError {
+        CaptureError::Definite { source_name: name.into(), message: "the row image is MINIMAL".into() }
+    }
+
+    /// A source that fails at once.
+    fn failing(name: &str) -> (String, Source) {
+        let error = definite(name);
+        (name.into(), Box::pin(async move { Err(error) }))
+    }
+
+    /// A source that runs until the shutdown and records that it was still running then.
+    fn streaming(name: &str, shutdown: &CancellationToken, ran_to_shutdown: Arc<AtomicBool>) -> (String, Source) {
+        let shutdown = shutdown.clone();
+        (
+            name.into(),
+            Box::pin(async move {
+                shutdown.cancelled().await;
+                ran_to_shutdown.store(true, Ordering::SeqCst);
+                Ok(())
+            }),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_failed_source_stops_alone_and_the_shutdown_reports_it() {
+        let shutdown = CancellationToken::new();
+        let (orders, users) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let sources = vec![
+            streaming("orders", &shutdown, orders.clone()),
+            failing("catalog"),
+            streaming("users", &shutdown, users.clone()),
+        ];
+        let run = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { supervise(sources, &shutdown).await }
+        });
+        // The failure must not end the others: the supervisor is still running well after it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!run.is_finished(), "one failed source ended the whole run");
+        assert!(!shutdown.is_cancelled(), "one failed source cancelled the others");
+        shutdown.cancel();
+        let outcome = run.await.unwrap();
+        assert!(orders.load(Ordering::SeqCst) && users.load(Ordering::SeqCst), "the others ran until the shutdown");
+        match outcome {
+            Err(Stopped::ShutDown(failures)) => {
+                assert_eq!(failures, vec![("catalog".into(), "source catalog: the row image is MINIMAL".into())]);
+            }
+            other => panic!("expected ShutDown with catalog's failure, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn when_every_source_failed_the_run_ends_by_itself_naming_each() {
+        let shutdown = CancellationToken::new();
+        let outcome = supervise(vec![failing("orders"), failing("users")], &shutdown).await;
+        let error = outcome.unwrap_err();
+        assert!(matches!(error, Stopped::AllFailed(ref f) if f.len() == 2), "{error:?}");
+        let message = error.to_string();
+        assert!(message.starts_with("every source failed: "), "{message}");
+        assert!(message.contains("source orders: the row image") && message.contains("source users: the row"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_with_healthy_sources_is_a_clean_stop() {
+        let shutdown = CancellationToken::new();
+        let ran = Arc::new(AtomicBool::new(false));
+        shutdown.cancel();
+        supervise(vec![streaming("orders", &shutdown, ran.clone())], &shutdown).await.unwrap();
+        assert!(ran.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_source_is_reported_failed_in_health() {
+        let source = Metrics::new().source("orders");
+        source.set_state(metrics::SourceState::Streaming);
+        let guard = PanicGuard(source.clone());
+        let task = tokio::spawn(async move {
+            let _guard = guard;
+            panic!("a bug");
+        });
+        assert!(task.await.is_err());
+        assert!(matches!(source.state(), metrics::SourceState::Failed(ref e) if e.contains("panicked")));
+        let calm = PanicGuard(source.clone());
+        source.set_state(metrics::SourceState::Streaming);
+        drop(calm);
+        assert_eq!(source.state(), metrics::SourceState::Streaming, "an ordinary end leaves the state alone");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_source_counts_as_failed() {
+        let shutdown = CancellationToken::new();
+        let panicking: Source = Box::pin(async { panic!("a bug") });
+        let error = supervise(vec![("orders".to_string(), panicking)], &shutdown).await.unwrap_err();
+        assert!(matches!(error, Stopped::AllFailed(ref f) if f[0].0 == "orders"), "{error:?}");
+    }
 }

@@ -1,9 +1,14 @@
 //! The `capture` binary: load configuration, init tracing, run until SIGINT/SIGTERM.
+//!
+//! Exit status: 0 after a shutdown with every source healthy; 1 when every source failed, when a shutdown came
+//! after a source failed, when the state_dir is locked by another capture, or when the sources did not stop within
+//! [`SHUTDOWN`] of the signal; 2 for an invalid configuration.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use cdc_capture::timeouts::SHUTDOWN;
 use tokio_util::sync::CancellationToken;
 
 /// Tails MySQL/MariaDB binlogs into Kafka as Debezium-compatible change events.
@@ -35,7 +40,7 @@ fn main() -> ExitCode {
         }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         if args.check {
             return match cdc_capture::check(&settings).await {
                 Ok(lines) => {
@@ -59,12 +64,29 @@ fn main() -> ExitCode {
             tracing::info!("shutting down");
             signal.cancel();
         });
-        match cdc_capture::run(settings, shutdown).await {
+        let run = cdc_capture::run(settings, shutdown.clone());
+        tokio::pin!(run);
+        let result = tokio::select! {
+            biased;
+            result = &mut run => result,
+            // After the signal, whatever is frozen: `run` bounds its own waits, this bounds the rest.
+            _ = shutdown.cancelled() => match tokio::time::timeout(SHUTDOWN, &mut run).await {
+                Ok(result) => result,
+                Err(_) => Err(anyhow::anyhow!(
+                    "the sources did not stop within {SHUTDOWN:?} of the signal; exiting anyway: what was not \
+                     acknowledged is sent again from the checkpoints at the next start"
+                )),
+            },
+        };
+        match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("capture: {e:#}");
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // Blocking calls still running (a broker call on a frozen broker) are not waited for.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    code
 }

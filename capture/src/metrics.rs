@@ -13,6 +13,7 @@
 //! offset between the clocks, measured each look); the headroom is that time minus now, counted down between looks.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,8 +51,12 @@ pub const CHECKPOINT_AGE_SECONDS: &str = "cdc_capture_checkpoint_age_seconds";
 pub const BINLOG_RETENTION_HEADROOM_SECONDS: &str = "cdc_capture_binlog_retention_headroom_seconds";
 /// Rows emitted by snapshots.
 pub const SNAPSHOT_ROWS: &str = "cdc_capture_snapshot_rows";
-/// 1 while the source streams or snapshots, 0 while it retries or has failed.
+/// 1 while the source streams or snapshots and the broker acknowledges (as `/health` says), 0 otherwise.
 pub const UP: &str = "cdc_capture_up";
+/// 1 once the source has stopped with a definite error (the process keeps running its other sources), else 0.
+pub const SOURCE_FAILED: &str = "cdc_capture_source_failed";
+/// Seconds since the oldest batch still waiting for the broker's acknowledgement was produced; 0 when none waits.
+pub const OLDEST_UNACKNOWLEDGED_SECONDS: &str = "cdc_capture_oldest_unacknowledged_seconds";
 /// Row changes written as statements on captured tables that were skipped (`statement_dml = "skip"`).
 pub const SKIPPED_STATEMENTS: &str = "cdc_capture_skipped_statements";
 
@@ -87,6 +92,8 @@ pub struct Metrics {
     retention_headroom: Family<SourceLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     snapshot_rows: Family<SourceLabel, Counter>,
     up: Family<SourceLabel, Gauge>,
+    failed: Family<SourceLabel, Gauge>,
+    oldest_unacknowledged: Family<SourceLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     skipped_statements: Family<SourceLabel, Counter>,
     sources: Mutex<Vec<Arc<SourceMetrics>>>,
 }
@@ -104,6 +111,18 @@ pub enum SourceState {
     Retrying(String),
     /// Stopped by a definite error.
     Failed(String),
+}
+
+impl fmt::Display for SourceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceState::Starting => f.write_str("starting"),
+            SourceState::Snapshotting => f.write_str("snapshotting"),
+            SourceState::Streaming => f.write_str("streaming"),
+            SourceState::Retrying(e) => write!(f, "retrying: {e}"),
+            SourceState::Failed(e) => write!(f, "failed: {e}"),
+        }
+    }
 }
 
 /// The live state of one source, updated by its tasks.
@@ -132,6 +151,9 @@ pub struct SourceMetrics {
     pub queue_bytes: AtomicI64,
     /// See [`IN_FLIGHT`].
     pub in_flight: AtomicI64,
+    /// Wall clock (ms) at which the oldest batch still waiting for its acknowledgement was produced; 0 when none
+    /// waits. Set by the writer, read by `/health` (see [`crate::timeouts::BROKER_ACK`]).
+    pub oldest_unacknowledged_ms: AtomicI64,
     /// The reader's binlog position (file, offset).
     pub position: Mutex<(String, u64)>,
     /// What is known about the binlog file the checkpoint needs; see [`Retention`].
@@ -253,6 +275,8 @@ impl Metrics {
             retention_headroom: Family::default(),
             snapshot_rows: Family::default(),
             up: Family::default(),
+            failed: Family::default(),
+            oldest_unacknowledged: Family::default(),
             skipped_statements: Family::default(),
             sources: Mutex::new(Vec::new()),
         };
@@ -274,7 +298,13 @@ impl Metrics {
             m.retention_headroom.clone(),
         );
         registry.register(SNAPSHOT_ROWS, "Rows emitted by snapshots", m.snapshot_rows.clone());
-        registry.register(UP, "1 while the source streams or snapshots", m.up.clone());
+        registry.register(UP, "1 while the source streams or snapshots and the broker acknowledges", m.up.clone());
+        registry.register(SOURCE_FAILED, "1 once the source stopped with a definite error", m.failed.clone());
+        registry.register(
+            OLDEST_UNACKNOWLEDGED_SECONDS,
+            "Seconds the oldest batch has waited for the broker's acknowledgement",
+            m.oldest_unacknowledged.clone(),
+        );
         registry.register(
             SKIPPED_STATEMENTS,
             "Row changes written as statements on captured tables, skipped",
@@ -303,6 +333,7 @@ impl Metrics {
             queue_depth: AtomicI64::new(0),
             queue_bytes: AtomicI64::new(0),
             in_flight: AtomicI64::new(0),
+            oldest_unacknowledged_ms: AtomicI64::new(0),
             position: Mutex::new((String::new(), 0)),
             retention: Mutex::new(Retention::default()),
             state: Mutex::new(SourceState::Starting),
@@ -331,8 +362,9 @@ impl Metrics {
             if let Some(headroom) = s.retention_headroom_seconds(now) {
                 self.retention_headroom.get_or_create(&s.label).set(headroom);
             }
-            let up = matches!(s.state(), SourceState::Streaming | SourceState::Snapshotting);
-            self.up.get_or_create(&s.label).set(up as i64);
+            self.up.get_or_create(&s.label).set(s.problem(now).is_none() as i64);
+            self.failed.get_or_create(&s.label).set(matches!(s.state(), SourceState::Failed(_)) as i64);
+            self.oldest_unacknowledged.get_or_create(&s.label).set(s.unacknowledged_for(now).as_secs_f64());
         }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry.lock().expect("registry lock"))
@@ -415,6 +447,27 @@ impl SourceMetrics {
     /// The state.
     pub fn state(&self) -> SourceState {
         self.state.lock().expect("state lock").clone()
+    }
+
+    /// How long the oldest batch has waited for the broker's acknowledgement at `now_ms`; zero when none waits.
+    pub fn unacknowledged_for(&self, now_ms: i64) -> Duration {
+        match self.oldest_unacknowledged_ms.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            since => Duration::from_millis((now_ms - since).max(0) as u64),
+        }
+    }
+
+    /// Why the source is not healthy at `now_ms`, for `/health` (503) and [`UP`]: it is not streaming or
+    /// snapshotting, or the broker has not acknowledged its oldest batch for [`crate::timeouts::BROKER_ACK`].
+    pub fn problem(&self, now_ms: i64) -> Option<String> {
+        match self.state() {
+            SourceState::Streaming | SourceState::Snapshotting => {
+                let waiting = self.unacknowledged_for(now_ms);
+                (waiting > crate::timeouts::BROKER_ACK)
+                    .then(|| format!("broker not acknowledging for {} s", waiting.as_secs()))
+            }
+            other => Some(other.to_string()),
+        }
     }
 }
 

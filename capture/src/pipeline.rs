@@ -2,10 +2,15 @@
 //! checkpoint store. This module only connects things; each stage lives in its own module.
 //!
 //! Order of work is the guarantee: a checkpoint is saved only after the sink reports every record before it
-//! acknowledged. A transient error (lost connection, broker unavailable) restarts the source from its saved
-//! checkpoint after a backoff; a definite error stops it with a message naming the remedy.
+//! acknowledged. A transient error (lost connection, broker unavailable, a server that does not answer within its
+//! limit in [`crate::timeouts`]) restarts the source from its saved checkpoint after a backoff; a definite error stops
+//! it with a message naming the remedy.
+//!
+//! Liveness: the writer keeps the send time of the oldest unacknowledged batch in the source's metrics, which
+//! `/health` turns into "broker not acknowledging" (see `AckClock`); on shutdown, its drain is bounded by
+//! [`crate::timeouts::DRAIN`], and no stage waits on a frozen server or broker past the shutdown.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +27,7 @@ use crate::position::GtidSet;
 use crate::queue::{self, BatchReceiver, BatchSender};
 use crate::sink::KafkaChangeSink;
 use crate::transform::now_ms;
-use crate::{snapshot, stream};
+use crate::{snapshot, stream, timeouts};
 
 /// Runs one source until `shutdown`, retrying transient errors with backoff.
 pub async fn run_source(
@@ -36,7 +41,13 @@ pub async fn run_source(
         let started = Instant::now();
         match run_once(&settings, &source, &metrics, &shutdown).await {
             Ok(()) => return Ok(()),
-            Err(e) if e.is_transient() && !shutdown.is_cancelled() => {
+            Err(e) if e.is_transient() && shutdown.is_cancelled() => {
+                // Cut short by the shutdown (e.g. the drain's bound): what was not acknowledged lies after the saved
+                // checkpoint and is sent again after the next start.
+                tracing::info!(source = %source.name, error = %e, "stopped during shutdown");
+                return Ok(());
+            }
+            Err(e) if e.is_transient() => {
                 if started.elapsed() > Duration::from_secs(60) {
                     backoff = Duration::from_millis(250);
                 }
@@ -66,8 +77,14 @@ pub async fn prepare(
     let epochs = EpochFile::open(store.path().parent().unwrap_or(std::path::Path::new(".")), &source.name)?;
     let pool = mysql_async::Pool::new(source.opts.clone());
     let path = store.path().display().to_string();
-    let info = checks::run(&pool, source, checkpoint.as_ref(), &path, &epochs).await?;
-    Ok((pool, info, checkpoint))
+    let checked = checks::run(&pool, source, checkpoint.as_ref(), &path, &epochs);
+    match timeouts::within(&source.name, "the start-up checks", timeouts::MYSQL_CHECKS, checked).await {
+        Ok(info) => Ok((pool, info, checkpoint)),
+        Err(e) => {
+            tokio::spawn(disconnect(pool));
+            Err(e)
+        }
+    }
 }
 
 async fn run_once(
@@ -80,7 +97,10 @@ async fn run_once(
     let checkpoint_error = |error| CaptureError::Checkpoint { source_name: name.to_owned(), error };
     metrics.set_state(SourceState::Starting);
     let mut store = FileCheckpointStore::new(&settings.state_dir, name).map_err(checkpoint_error)?;
-    let (pool, info, checkpoint) = prepare(source, &store).await?;
+    let (pool, info, checkpoint) = tokio::select! {
+        prepared = prepare(source, &store) => prepared?,
+        _ = shutdown.cancelled() => return Ok(()),
+    };
     tracing::info!(source = %name, version = %info.version, server_id = info.server_id, "source checked");
     metrics.checkpoint_loaded(checkpoint.as_ref());
 
@@ -109,9 +129,25 @@ async fn run_once(
         }
     };
     stop.cancel();
+    if let Err(e) = &result {
+        // Reported at once: the server may be frozen, and the source retries (or stays stopped) from now.
+        let state = if e.is_transient() { SourceState::Retrying(e.to_string()) } else { SourceState::Failed(e.to_string()) };
+        metrics.set_state(state);
+    }
     let _ = monitor.await;
-    pool.clone().disconnect().await.ok();
+    if result.is_ok() {
+        disconnect(pool.clone()).await;
+    } else {
+        // The server may not answer: the retry does not wait for the goodbye.
+        tokio::spawn(disconnect(pool.clone()));
+    }
     result
+}
+
+/// Closes the pool's connections, for at most [`timeouts::MYSQL_QUERY`]: a frozen server never answers the
+/// goodbye, and its connections are then simply dropped.
+async fn disconnect(pool: mysql_async::Pool) {
+    let _ = tokio::time::timeout(timeouts::MYSQL_QUERY, pool.disconnect()).await;
 }
 
 /// The reader stage: the snapshot when one is due, then the binlog.
@@ -136,17 +172,24 @@ async fn read(
         resume if source.snapshot == SnapshotMode::Initial => {
             metrics.set_state(SourceState::Snapshotting);
             let resume = resume.map(|cp| info.plan.start_from(cp, info.server_id));
-            let cp = snapshot::run(settings, source, info.flavor, info.server_id, pool, resume, &mut epochs, tx, metrics, stop)
-                .await?;
+            let snapshot =
+                snapshot::run(settings, source, info.flavor, info.server_id, pool, resume, &mut epochs, tx, metrics, stop);
+            // Stopping in the middle is safe: the snapshot resumes from its last acknowledged chunk.
+            let cp = tokio::select! {
+                cp = snapshot => cp?,
+                _ = stop.cancelled() => return Ok(()),
+            };
             if stop.is_cancelled() {
                 return Ok(());
             }
             cp
         }
         _ => {
-            let position = checks::current_position(pool, info.flavor, &source.name).await?;
+            let name = source.name.as_str();
+            let current = checks::current_position(pool, info.flavor, name);
+            let position = timeouts::within(name, "the binlog position query", timeouts::MYSQL_QUERY, current).await?;
             let gtid_set = match info.flavor {
-                Flavor::MariaDb => gtid_at(pool, &source.name, &position).await?,
+                Flavor::MariaDb => gtid_at(pool, name, &position).await?,
                 Flavor::MySql => GtidSet::default(),
             };
             let seq = epoch::file_seq(&position.file).unwrap_or(0);
@@ -164,10 +207,9 @@ async fn gtid_at(
     position: &crate::position::BinlogPosition,
 ) -> Result<GtidSet, CaptureError> {
     use mysql_async::prelude::*;
-    let my = |e| crate::error::classify_mysql(name, e);
-    let mut conn = pool.get_conn().await.map_err(my)?;
-    let gtid: Option<String> =
-        conn.exec_first("SELECT BINLOG_GTID_POS(?, ?)", (&position.file, position.pos)).await.map_err(my)?;
+    let mut conn = timeouts::mysql(name, "connecting", timeouts::MYSQL_CONNECT, pool.get_conn()).await?;
+    let query = conn.exec_first("SELECT BINLOG_GTID_POS(?, ?)", (&position.file, position.pos));
+    let gtid: Option<String> = timeouts::mysql(name, "the GTID position query", timeouts::MYSQL_QUERY, query).await?;
     GtidSet::parse(&gtid.unwrap_or_default())
         .map_err(|message| CaptureError::Definite { source_name: name.to_owned(), message })
 }
@@ -186,24 +228,38 @@ async fn write(
     let mut last_save = Instant::now();
     let mut tick = tokio::time::interval(settings.checkpoint_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut clock = AckClock::resume(metrics);
     let mut open = true;
     loop {
         tokio::select! {
             // Acknowledgements first: they free broker queue space and let checkpoints advance.
             biased;
-            _ = sink.acknowledgement() => {}
+            _ = sink.acknowledgement() => clock.broker_answered(),
             _ = tick.tick() => {}
             batch = rx.recv(), if open => match batch {
                 // The batch's bytes return to the budget once librdkafka holds its records.
-                Some((batch, _bytes)) => sink.send(batch).await?,
+                Some((batch, _bytes)) => {
+                    clock.sending(metrics);
+                    // A send waits while the producer's queue is full (the broker is slow or frozen); a shutdown
+                    // does not wait for room. A batch cut off here is not acknowledged, so no checkpoint passes it.
+                    tokio::select! {
+                        biased;
+                        sent = sink.send(batch) => sent?,
+                        _ = stop.cancelled() => {}
+                    }
+                    clock.track(sink.in_flight(), metrics);
+                }
                 None => open = false,
             },
         }
         if let Some(cp) = sink.take_acknowledged()? {
             unsaved = Some(cp);
         }
+        clock.track(sink.in_flight(), metrics);
+        // Publishing may wait on the broker (the first one reads its high watermarks): that counts as waiting too.
+        clock.sending(metrics);
         sink.publish_heartbeat().await?;
-        metrics.in_flight.store(sink.in_flight() as i64, Ordering::Relaxed);
+        clock.track(sink.in_flight(), metrics);
         let closing = !open || stop.is_cancelled();
         if let Some(cp) = &unsaved {
             if closing || last_save.elapsed() >= settings.checkpoint_interval {
@@ -213,20 +269,98 @@ async fn write(
                 last_save = Instant::now();
             }
         }
-        if closing && (!open || rx.is_empty()) {
-            // Drain: wait for what was sent, save the final checkpoint.
-            if stop.is_cancelled() {
-                while let Some((batch, _bytes)) = rx.try_recv() {
-                    sink.send(batch).await?;
-                }
-            }
-            sink.flush(settings.kafka.delivery_timeout)?;
-            if let Some(cp) = sink.take_acknowledged()? {
-                save(store, &cp, &name)?;
-                metrics.checkpoint_saved(&cp);
-            }
-            return Ok(());
+        if closing {
+            return drain(sink, rx, store, metrics, stop, clock).await;
         }
+    }
+}
+
+/// The writer's end, when the reader stopped or on shutdown, bounded by [`timeouts::DRAIN`] whatever the broker
+/// does: on shutdown it sends what is still queued, then waits for acknowledgements and saves the checkpoint of
+/// what was acknowledged. What is not acknowledged by then lies after that checkpoint and is sent again by the next
+/// run, which is safe.
+async fn drain(
+    mut sink: KafkaChangeSink,
+    mut rx: BatchReceiver,
+    store: &mut FileCheckpointStore,
+    metrics: &Arc<SourceMetrics>,
+    stop: &CancellationToken,
+    mut clock: AckClock,
+) -> Result<(), CaptureError> {
+    let name = metrics.name.clone();
+    let deadline = Instant::now() + timeouts::DRAIN;
+    let mut queued = 0usize;
+    if stop.is_cancelled() {
+        let send_queued = async {
+            while let Some((batch, _bytes)) = rx.try_recv() {
+                sink.send(batch).await?;
+                queued += 1;
+            }
+            Ok::<_, CaptureError>(())
+        };
+        if let Ok(sent) = tokio::time::timeout_at(deadline.into(), send_queued).await {
+            sent?;
+        }
+    }
+    let flushed = sink.flush(deadline.saturating_duration_since(Instant::now()));
+    if let Some(cp) = sink.take_acknowledged()? {
+        save(store, &cp, &name)?;
+        metrics.checkpoint_saved(&cp);
+    }
+    // What is still unacknowledged keeps counting into the next run.
+    clock.track(sink.in_flight(), metrics);
+    if let Err(e) = flushed {
+        tracing::warn!(
+            source = %name, error = %e, unacknowledged_batches = sink.in_flight(), queued_sent = queued,
+            drain = ?timeouts::DRAIN,
+            "not everything was acknowledged in time; it is sent again from the checkpoint at the next start"
+        );
+    }
+    Ok(())
+}
+
+/// When each batch still waiting for its acknowledgement was produced, oldest first, for the broker check of
+/// `/health` ([`SourceMetrics::oldest_unacknowledged_ms`]). The sink releases batches in order, so after each call
+/// that only adds batches (a send) or only releases them, the change in its count of batches in flight tells which.
+///
+/// A run that ends with batches unacknowledged or a broker call unanswered (the pipeline restarts after a broker
+/// error) leaves that time behind; the next run carries it until the broker acknowledges something, so a broker
+/// that stays frozen keeps `/health` at 503 across the restarts.
+#[derive(Debug, Default)]
+struct AckClock {
+    sent_ms: VecDeque<i64>,
+    /// Left by the previous run; dropped at the first acknowledgement of this one.
+    carried_ms: Option<i64>,
+}
+
+impl AckClock {
+    /// The clock of a new run of the writer.
+    fn resume(metrics: &SourceMetrics) -> AckClock {
+        let carried = metrics.oldest_unacknowledged_ms.load(Ordering::Relaxed);
+        AckClock { sent_ms: VecDeque::new(), carried_ms: (carried > 0).then_some(carried) }
+    }
+
+    /// The broker delivered (or refused) a record: it answers.
+    fn broker_answered(&mut self) {
+        self.carried_ms = None;
+    }
+
+    /// Before a send: the batch waits from now on, also while the send itself waits for room in the producer's
+    /// queue.
+    fn sending(&self, metrics: &SourceMetrics) {
+        let _ = metrics.oldest_unacknowledged_ms.compare_exchange(0, now_ms(), Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// After a call that added or released batches: `in_flight` batches wait now.
+    fn track(&mut self, in_flight: usize, metrics: &SourceMetrics) {
+        while self.sent_ms.len() > in_flight {
+            self.sent_ms.pop_front();
+        }
+        let now = now_ms();
+        self.sent_ms.resize(in_flight, now);
+        let oldest = self.carried_ms.into_iter().chain(self.sent_ms.front().copied()).min().unwrap_or(0);
+        metrics.oldest_unacknowledged_ms.store(oldest, Ordering::Relaxed);
+        metrics.in_flight.store(in_flight as i64, Ordering::Relaxed);
     }
 }
 
@@ -239,40 +373,49 @@ async fn monitor_binlog(
     retention_warning: Duration,
     stop: CancellationToken,
 ) {
-    use mysql_async::prelude::*;
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let Ok(mut conn) = pool.get_conn().await else { continue };
-        // The clock before the files: what SHOW BINARY LOGS shows was still true at that server time. The capture's
-        // clock is read first, so the measured offset errs towards less headroom.
-        let local_ms = now_ms();
-        let server_ms = conn.query_first::<i64, _>(SERVER_CLOCK_MS).await.ok().flatten();
-        let Ok(logs) = conn.query::<(String, u64), _>("SHOW BINARY LOGS").await else { continue };
-        let (file, pos) = metrics.position.lock().expect("position lock").clone();
-        if !file.is_empty() {
-            metrics.bytes_behind.store(bytes_behind(&logs, &file, pos) as i64, Ordering::Relaxed);
+        // A frozen server never answers: each look is bounded, and the shutdown does not wait for one.
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::timeout(timeouts::MYSQL_QUERY, look(&pool, &metrics, retention_warning)) => {}
         }
-        let Some(server_ms) = server_ms else { continue };
-        let Ok(variables) = conn.query::<(String, String), _>(EXPIRY_VARIABLES).await else { continue };
-        let expiry = expiry_period(&variables);
-        let mut retention = metrics.retention.lock().expect("retention lock");
-        let seen = &mut retention.seen_active_ms;
-        seen.retain(|f, _| logs.iter().any(|(l, _)| l == f));
-        if let Some((active, _)) = logs.last() {
-            seen.insert(active.clone(), server_ms);
-        }
-        if retention.needed_file.is_empty() {
-            continue;
-        }
-        let open_at_ms = open_at(&retention.needed_file, retention.needed_open_at_ms, &retention.seen_active_ms);
-        let purge = purge_time(&logs, expiry, &retention.needed_file, open_at_ms, server_ms - local_ms);
-        let file = retention.needed_file.clone();
-        retention.estimate = Some(RetentionEstimate { file, expiry, purge, warning: retention_warning });
     }
+}
+
+/// One look of [`monitor_binlog`] at the server.
+async fn look(pool: &mysql_async::Pool, metrics: &SourceMetrics, retention_warning: Duration) {
+    use mysql_async::prelude::*;
+    let Ok(mut conn) = pool.get_conn().await else { return };
+    // The clock before the files: what SHOW BINARY LOGS shows was still true at that server time. The capture's
+    // clock is read first, so the measured offset errs towards less headroom.
+    let local_ms = now_ms();
+    let server_ms = conn.query_first::<i64, _>(SERVER_CLOCK_MS).await.ok().flatten();
+    let Ok(logs) = conn.query::<(String, u64), _>("SHOW BINARY LOGS").await else { return };
+    let (file, pos) = metrics.position.lock().expect("position lock").clone();
+    if !file.is_empty() {
+        metrics.bytes_behind.store(bytes_behind(&logs, &file, pos) as i64, Ordering::Relaxed);
+    }
+    let Some(server_ms) = server_ms else { return };
+    let Ok(variables) = conn.query::<(String, String), _>(EXPIRY_VARIABLES).await else { return };
+    let expiry = expiry_period(&variables);
+    let mut retention = metrics.retention.lock().expect("retention lock");
+    let seen = &mut retention.seen_active_ms;
+    seen.retain(|f, _| logs.iter().any(|(l, _)| l == f));
+    if let Some((active, _)) = logs.last() {
+        seen.insert(active.clone(), server_ms);
+    }
+    if retention.needed_file.is_empty() {
+        return;
+    }
+    let open_at_ms = open_at(&retention.needed_file, retention.needed_open_at_ms, &retention.seen_active_ms);
+    let purge = purge_time(&logs, expiry, &retention.needed_file, open_at_ms, server_ms - local_ms);
+    let file = retention.needed_file.clone();
+    retention.estimate = Some(RetentionEstimate { file, expiry, purge, warning: retention_warning });
 }
 
 /// The server's clock in ms since the epoch.
@@ -362,6 +505,47 @@ fn save(store: &mut FileCheckpointStore, cp: &Checkpoint, name: &str) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ack_clock_keeps_the_send_time_of_the_oldest_batch_in_flight() {
+        let metrics = crate::metrics::Metrics::new().source("orders");
+        let oldest = |m: &SourceMetrics| m.oldest_unacknowledged_ms.load(Ordering::Relaxed);
+        let mut clock = AckClock::default();
+        clock.track(0, &metrics);
+        assert_eq!(oldest(&metrics), 0, "nothing in flight");
+        clock.sending(&metrics);
+        let first = oldest(&metrics);
+        assert!(first > 0, "a send that waits for room already counts");
+        clock.track(2, &metrics);
+        assert_eq!(clock.sent_ms.len(), 2);
+        clock.sent_ms[1] = first + 1_000; // the second batch was sent later
+        clock.sending(&metrics);
+        assert_eq!(oldest(&metrics), first, "a later send does not make the oldest younger");
+        clock.track(3, &metrics);
+        clock.track(2, &metrics); // the first batch is released
+        assert_eq!(oldest(&metrics), first + 1_000);
+        clock.track(0, &metrics);
+        assert_eq!((oldest(&metrics), metrics.in_flight.load(Ordering::Relaxed)), (0, 0));
+    }
+
+    #[test]
+    fn a_run_that_ended_waiting_for_the_broker_carries_that_time_until_the_broker_answers() {
+        let metrics = crate::metrics::Metrics::new().source("orders");
+        let oldest = |m: &SourceMetrics| m.oldest_unacknowledged_ms.load(Ordering::Relaxed);
+        let first = AckClock::resume(&metrics);
+        first.sending(&metrics); // e.g. a metadata request that fails after its timeout
+        let since = oldest(&metrics);
+        drop(first); // the run ends with the broker's error
+        let mut next = AckClock::resume(&metrics);
+        next.track(0, &metrics);
+        assert_eq!(oldest(&metrics), since, "nothing in flight yet, but the broker has not answered since");
+        next.track(1, &metrics);
+        assert_eq!(oldest(&metrics), since);
+        next.broker_answered();
+        next.track(0, &metrics);
+        assert_eq!(oldest(&metrics), 0);
+        assert_eq!(AckClock::resume(&metrics).carried_ms, None, "a run that ended with everything acknowledged");
+    }
 
     #[test]
     fn bytes_behind_counts_the_rest_of_the_file_and_newer_files() {

@@ -25,7 +25,7 @@
 //! properties ([`admin_config`]), so SASL and TLS settings reach it. A topic is looked up in the broker's metadata
 //! first and created (with `kafka.partitions` and `kafka.replication_factor`) only when the broker does not have it:
 //! an existing topic is used as it is, whatever its partition count, and an account without CREATE permission works
-//! on a cluster with pre-created topics. Every admin and metadata call has a deadline ([`ADMIN_TIMEOUT`]).
+//! on a cluster with pre-created topics. Every admin and metadata call has a deadline ([`BROKER_REQUEST`]).
 //!
 //! Compression is off by default, as in Kafka's own producer: the broker must decompress every batch it stores
 //! record by record (the local broker spent about 4% of its time in LZ4 at 5,000 changes/s), and on one host it saves
@@ -50,14 +50,12 @@ use crate::error::{classify_kafka, CaptureError};
 use crate::metrics::SourceMetrics;
 use crate::oversized;
 use crate::stream::heartbeat_topic;
+use crate::timeouts::BROKER_REQUEST;
 use crate::transform::{now_ms, Record, Route};
 
 /// librdkafka's queue limit in KB unless `kafka.properties` sets one (see the module doc).
 pub const QUEUE_KBYTES: u64 = 4096;
 
-/// The deadline of each admin (CreateTopics) and metadata request; a broker that does not answer in time is a
-/// transient error.
-pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// librdkafka's producer-only properties (`P` in its CONFIGURATION.md): they configure producing, and some would
 /// make the admin client act as a producer (`transactional.id`, `enable.idempotence`), so [`admin_config`] leaves
@@ -286,7 +284,7 @@ impl KafkaChangeSink {
     /// The partition count of `topic` in the broker's metadata, `None` when the broker does not have it.
     fn partitions_of(&self, topic: &str) -> Result<Option<i32>, CaptureError> {
         let client = self.admin.inner();
-        let metadata = tokio::task::block_in_place(|| client.fetch_metadata(Some(topic), ADMIN_TIMEOUT))
+        let metadata = tokio::task::block_in_place(|| client.fetch_metadata(Some(topic), BROKER_REQUEST))
             .map_err(classify_kafka)?;
         let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else { return Ok(None) };
         match found.error().map(RDKafkaErrorCode::from) {
@@ -303,9 +301,9 @@ impl KafkaChangeSink {
     /// Creates `topic` with the configured partitions and replication; a topic created meanwhile is fine.
     async fn create_topic(&self, topic: &str) -> Result<(), CaptureError> {
         let new = NewTopic::new(topic, self.new_topic_partitions, TopicReplication::Fixed(self.new_topic_replication));
-        let options = AdminOptions::new().request_timeout(Some(ADMIN_TIMEOUT)).operation_timeout(Some(ADMIN_TIMEOUT));
+        let options = AdminOptions::new().request_timeout(Some(BROKER_REQUEST)).operation_timeout(Some(BROKER_REQUEST));
         // librdkafka enforces the request timeout; the outer one bounds the call even if its reply never comes.
-        let results = tokio::time::timeout(ADMIN_TIMEOUT * 2, self.admin.create_topics([&new], &options))
+        let results = tokio::time::timeout(BROKER_REQUEST * 2, self.admin.create_topics([&new], &options))
             .await
             .map_err(|_| classify_kafka(KafkaError::AdminOp(RDKafkaErrorCode::OperationTimedOut)))?
             .map_err(classify_kafka)?;
@@ -478,7 +476,7 @@ impl KafkaChangeSink {
     /// started (by an earlier run) lie below them.
     fn read_baseline(&self) -> Result<(), CaptureError> {
         let client = self.producer.client();
-        let timeout = ADMIN_TIMEOUT;
+        let timeout = BROKER_REQUEST;
         let metadata = tokio::task::block_in_place(|| client.fetch_metadata(None, timeout)).map_err(classify_kafka)?;
         for topic in metadata.topics().iter().filter(|t| self.is_source_topic(t.name())) {
             for partition in topic.partitions() {

@@ -33,6 +33,7 @@ use crate::position::{BinlogPosition, GtidSet};
 use crate::queue::BatchSender;
 use crate::schema::{self, quote};
 use crate::sink::Batch;
+use crate::timeouts::{self, MYSQL_QUERY, SNAPSHOT_QUERY};
 use crate::transform::{key_of, now_ms, Record, Route};
 
 /// Opens the consistent read view and returns the connection holding it and the binlog position it corresponds to.
@@ -90,8 +91,8 @@ pub async fn run(
     shutdown: &CancellationToken,
 ) -> Result<Checkpoint, CaptureError> {
     let name = source.name.as_str();
-    let my = |e| classify_mysql(name, e);
-    let (mut conn, view_position, view_gtid) = open_view(pool, flavor, name).await?;
+    let view = timeouts::within(name, "opening the read view", SNAPSHOT_QUERY, open_view(pool, flavor, name));
+    let (mut conn, view_position, view_gtid) = view.await?;
     // Streaming starts where the first snapshot stood, also when this run resumes it.
     // A new snapshot maps above every version published before (an earlier history of the source, see
     // crate::epoch); a resumed one keeps its epoch.
@@ -106,7 +107,8 @@ pub async fn run(
     if let Some(seq) = epoch::file_seq(&start.file) {
         epochs.publishing(epoch, seq)?;
     }
-    let tables = schema::captured_tables(&mut conn, &source.filter).await.map_err(my)?;
+    let tables = schema::captured_tables(&mut conn, &source.filter);
+    let tables = timeouts::mysql(name, "the table list", MYSQL_QUERY, tables).await?;
     tracing::info!(source = %name, position = %start, epoch, tables = tables.len(), resumed_rows = progress.rows, "snapshot started");
     let base =
         Checkpoint { server_id, epoch, position: start.clone(), gtid_set: start_gtid, ts_ms: now_ms(), snapshot: None };
@@ -117,8 +119,10 @@ pub async fn run(
         if progress.tables_done.contains(&label) {
             continue;
         }
-        let columns = schema::columns(&mut conn, flavor, table).await.map_err(my)?;
-        let pk_names = schema::primary_key(&mut conn, table).await.map_err(my)?;
+        let columns = schema::columns(&mut conn, flavor, table);
+        let columns = timeouts::mysql(name, "the schema lookup", MYSQL_QUERY, columns).await?;
+        let pk_names = schema::primary_key(&mut conn, table);
+        let pk_names = timeouts::mysql(name, "the schema lookup", MYSQL_QUERY, pk_names).await?;
         let pk: Vec<usize> =
             pk_names.iter().filter_map(|n| columns.iter().position(|c| &c.name == n)).collect();
         let mut after: Option<Vec<mysql_async::Value>> = match &progress.current {
@@ -138,7 +142,8 @@ pub async fn run(
             let limit = if pk.is_empty() { None } else { Some(source.snapshot_chunk_rows) };
             let sql = chunk_query(table, &columns, &pk, after.is_some(), limit);
             let params = after.clone().map(|key| expand_params(&key)).unwrap_or_default();
-            let rows: Vec<mysql_async::Row> = conn.exec(sql, params).await.map_err(my)?;
+            let rows: Vec<mysql_async::Row> =
+                timeouts::mysql(name, "a snapshot chunk query", SNAPSHOT_QUERY, conn.exec(sql, params)).await?;
             let n = rows.len();
             let mut records = Vec::with_capacity(n);
             let mut last_event = None;
@@ -196,7 +201,7 @@ pub async fn run(
         }
         None => send(tx, name, Batch { records: Vec::new(), checkpoint: Some(done), heartbeat: None }).await?,
     }
-    conn.query_drop("COMMIT").await.map_err(my)?;
+    timeouts::mysql(name, "the snapshot's COMMIT", MYSQL_QUERY, conn.query_drop("COMMIT")).await?;
     tracing::info!(source = %name, rows = progress.rows, position = %start, "snapshot complete");
     Ok(Checkpoint { snapshot: None, ..base })
 }

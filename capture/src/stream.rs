@@ -10,6 +10,10 @@
 //! everything before it is acknowledged, so positions advance and lag stays measurable on an idle source. While the
 //! source is busy, the end of a transaction carries such a heartbeat at most every `heartbeat_interval`, so
 //! consumers can tell how far they are also under load.
+//!
+//! Liveness: with no event at all for [`timeouts::read_deadline`] (three heartbeat periods, at least 5 s) the
+//! connection or the server is taken as frozen, a transient error: the source reconnects from its checkpoint.
+//! Every other call to the server is bounded too (see [`timeouts`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -28,8 +32,8 @@ use crate::epoch::{self, EpochFile};
 use crate::error::{classify_mysql, CaptureError};
 use crate::metrics::SourceMetrics;
 use crate::queue::{batch_bytes, BatchSender};
-use crate::schema;
 use crate::sink::{Batch, BeatAt};
+use crate::{schema, timeouts};
 use crate::transform::{now_ms, Record, TransformError, Transformer};
 
 /// The heartbeat topic of a prefix.
@@ -52,20 +56,24 @@ pub async fn run(
 ) -> Result<(), CaptureError> {
     let name = source.name.as_str();
     let my = |e| classify_mysql(name, e);
-    let mut conn = Conn::new(source.opts.clone()).await.map_err(my)?;
+    let mut conn = timeouts::mysql(name, "connecting", timeouts::MYSQL_CONNECT, Conn::new(source.opts.clone())).await?;
     let period_ns = source.heartbeat_interval.as_nanos().to_string();
-    conn.query_drop(format!("SET @master_heartbeat_period = {period_ns}")).await.map_err(my)?;
+    let setup = format!("SET @master_heartbeat_period = {period_ns}");
+    timeouts::mysql(name, "the binlog session setup", timeouts::MYSQL_QUERY, conn.query_drop(setup)).await?;
     if flavor == Flavor::MariaDb {
         // Without this MariaDB replaces its GTID events by dummy events.
-        conn.query_drop("SET @mariadb_slave_capability = 4").await.map_err(my)?;
+        let capability = conn.query_drop("SET @mariadb_slave_capability = 4");
+        timeouts::mysql(name, "the binlog session setup", timeouts::MYSQL_QUERY, capability).await?;
     }
     // By position, or by GTID set where the checkpoint's position is not this server's (see crate::resume).
     let (session, request) = crate::resume::stream_request(&start, flavor, source.server_id)
         .map_err(|message| CaptureError::Definite { source_name: name.to_owned(), message })?;
     for statement in session {
-        conn.query_drop(statement).await.map_err(my)?;
+        timeouts::mysql(name, "the binlog session setup", timeouts::MYSQL_QUERY, conn.query_drop(statement)).await?;
     }
-    let mut stream = conn.get_binlog_stream(request).await.map_err(my)?;
+    let mut stream =
+        timeouts::mysql(name, "the binlog request", timeouts::MYSQL_QUERY, conn.get_binlog_stream(request)).await?;
+    let deadline = timeouts::read_deadline(source.heartbeat_interval);
     tracing::info!(source = %name, position = %start.position, gtid = %start.gtid_set, "streaming");
 
     let mut transformer = Transformer::new(
@@ -91,7 +99,11 @@ pub async fn run(
         let event = tokio::select! {
             biased;
             _ = shutdown.cancelled() => return Ok(()),
-            event = stream.next() => event,
+            event = tokio::time::timeout(deadline, stream.next()) => event.map_err(|_| CaptureError::Timeout {
+                source_name: name.to_owned(),
+                what: format!("the binlog stream (heartbeats every {})", humantime(source.heartbeat_interval)),
+                limit: deadline,
+            })?,
         };
         let Some(event) = event else {
             return Err(CaptureError::MySql {
@@ -103,10 +115,12 @@ pub async fn run(
         let event = event.map_err(my)?;
         while let Some(table) = transformer.missing_schema(&event) {
             if schema_conn.is_none() {
-                schema_conn = Some(pool.get_conn().await.map_err(my)?);
+                let connect = pool.get_conn();
+                schema_conn = Some(timeouts::mysql(name, "connecting", timeouts::MYSQL_CONNECT, connect).await?);
             }
             let conn = schema_conn.as_mut().expect("set above");
-            let columns = schema::columns(conn, flavor, &table).await.map_err(my)?;
+            let lookup = schema::columns(conn, flavor, &table);
+            let columns = timeouts::mysql(name, "the schema lookup", timeouts::MYSQL_QUERY, lookup).await?;
             transformer.set_schema(table, columns);
         }
         let before = records.len();
@@ -164,6 +178,10 @@ async fn send(
         source_name: metrics.name.clone(),
         message: "the producer stopped".into(),
     })
+}
+
+fn humantime(d: std::time::Duration) -> humantime_serde::re::humantime::FormattedDuration {
+    humantime_serde::re::humantime::format_duration(d)
 }
 
 fn transform_error(source: &str, e: TransformError) -> CaptureError {

@@ -40,15 +40,52 @@ impl Default for Options {
     }
 }
 
+/// One source of a test capture.
+pub(crate) struct SourceSpec {
+    /// The source's name.
+    pub(crate) name: String,
+    /// The capture account's URL with the captured database as its path.
+    pub(crate) url: String,
+}
+
 impl Capture {
-    /// Writes the configuration and starts the process.
+    /// Writes the configuration and starts the process: one source `src` on the scratch database, the shared
+    /// stack's broker.
     pub(crate) fn start(db: &ScratchDb, options: Options) -> Result<Capture> {
-        let env = stack();
+        let source = SourceSpec { name: "src".into(), url: db.capture_url() };
+        Capture::start_sources(stack().var("KAFKA_BROKERS"), &db.name, &[source], options)
+    }
+
+    /// Writes the configuration and starts the process with the given sources and broker; `db` is the database
+    /// [`Capture::topic`] names topics of.
+    pub(crate) fn start_sources(brokers: &str, db: &str, sources: &[SourceSpec], options: Options) -> Result<Capture> {
         let prefix = unique_name("cap");
         let dir = std::env::temp_dir().join(&prefix);
         std::fs::create_dir_all(&dir)?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let server_id: u32 = rand::rng().random_range(10_000..4_000_000);
+        let sources: String = sources
+            .iter()
+            .enumerate()
+            .map(|(i, source)| {
+                format!(
+                    r#"
+[[sources]]
+name = "{name}"
+url = "{url}"
+server_id = {server_id}
+snapshot = "{snapshot}"
+snapshot_chunk_rows = {chunk}
+heartbeat_interval = "500ms"
+"#,
+                    name = source.name,
+                    url = source.url,
+                    server_id = server_id + i as u32,
+                    snapshot = options.snapshot,
+                    chunk = options.chunk_rows,
+                )
+            })
+            .collect();
         let config = dir.join("capture.toml");
         std::fs::write(
             &config,
@@ -61,20 +98,8 @@ checkpoint_interval = "50ms"
 [kafka]
 brokers = "{brokers}"
 partitions = 3
-
-[[sources]]
-name = "src"
-url = "{url}"
-server_id = {server_id}
-snapshot = "{snapshot}"
-snapshot_chunk_rows = {chunk}
-heartbeat_interval = "500ms"
-"#,
+{sources}"#,
                 state = dir.join("state").display(),
-                brokers = env.var("KAFKA_BROKERS"),
-                url = db.capture_url(),
-                snapshot = options.snapshot,
-                chunk = options.chunk_rows,
                 extra = options.extra,
             ),
         )?;
@@ -84,7 +109,7 @@ heartbeat_interval = "500ms"
             log: dir.join("capture.log"),
             config,
             prefix,
-            db: db.name.clone(),
+            db: db.to_owned(),
             url: format!("http://127.0.0.1:{port}"),
         };
         capture.spawn()?;
@@ -127,6 +152,39 @@ heartbeat_interval = "500ms"
         Ok(child.wait()?)
     }
 
+    /// SIGTERM, then waits at most `limit` for the exit: the exit status, or `None` if the process still ran
+    /// (it is then killed).
+    pub(crate) fn stop_within(&mut self, limit: Duration) -> Result<Option<std::process::ExitStatus>> {
+        let mut child = self.child.take().context("not running")?;
+        Command::new("kill").arg("-TERM").arg(child.id().to_string()).status()?;
+        let exited = cdc_tests::eventually_blocking(limit, || child.try_wait()?.context("still running"));
+        if exited.is_err() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(exited.ok())
+    }
+
+    /// Runs a second capture process with the same configuration to its end (at most `limit`): its exit status
+    /// (`None` if it still ran; it is then killed) and output.
+    pub(crate) fn run_again(&self, limit: Duration) -> Result<(Option<std::process::ExitStatus>, String)> {
+        let out = self.log.with_extension("second.log");
+        let log = std::fs::File::create(&out)?;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_capture"))
+            .arg("--config")
+            .arg(&self.config)
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("starting a second capture")?;
+        let exited = cdc_tests::eventually_blocking(limit, || child.try_wait()?.context("still running"));
+        if exited.is_err() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok((exited.ok(), std::fs::read_to_string(&out)?))
+    }
+
     /// Whether the process has exited, and its status.
     pub(crate) fn exited(&mut self) -> Result<Option<std::process::ExitStatus>> {
         match self.child.as_mut() {
@@ -138,6 +196,11 @@ heartbeat_interval = "500ms"
     /// The topic of a table of the scratch database.
     pub(crate) fn topic(&self, table: &str) -> String {
         format!("{}.{}.{}", self.prefix, self.db, table)
+    }
+
+    /// The topic of a table of another database.
+    pub(crate) fn topic_of(&self, db: &str, table: &str) -> String {
+        format!("{}.{}.{}", self.prefix, db, table)
     }
 
     /// A reader of the given tables' topics.
