@@ -81,8 +81,11 @@ pub fn classify_mysql(source_name: &str, error: mysql_async::Error) -> CaptureEr
         mysql_async::Error::Driver(_) => false,
         mysql_async::Error::Server(e) => matches!(
             e.code,
+            // The server's own environment (codes below 1000, mysys: a temporary file it cannot create or delete,
+            // disk full, out of memory), which may clear; resuming from the checkpoint is safe either way.
+            1..=999
             // too many connections, server shutdown, lost connection, lock wait, deadlock, read-only
-            1040 | 1053 | 2013 | 1205 | 1213 | 1927 | 1290
+            | 1040 | 1053 | 2013 | 1205 | 1213 | 1927 | 1290
         ),
         mysql_async::Error::Url(_) | mysql_async::Error::Other(_) => false,
     };
@@ -107,4 +110,30 @@ pub fn classify_kafka(error: KafkaError) -> CaptureError {
         None => !matches!(error, KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_)),
     };
     CaptureError::Kafka { error, transient }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_error(code: u16) -> mysql_async::Error {
+        mysql_async::Error::Server(mysql_async::ServerError { code, message: String::new(), state: "HY000".into() })
+    }
+
+    /// Regression: a server failing to delete one of its temporary files (`ERROR 6`) stopped the source for good.
+    #[test]
+    fn server_errors_are_transient_only_where_a_retry_can_help() {
+        let cases = [
+            (6, true),     // Error on delete of a temporary file
+            (20, true),    // disk full
+            (1040, true),  // too many connections
+            (1290, true),  // read-only
+            (1045, false), // access denied
+            (1236, false), // binlog position unusable
+            (1146, false), // no such table
+        ];
+        for (code, transient) in cases {
+            assert_eq!(classify_mysql("s", server_error(code)).is_transient(), transient, "code {code}");
+        }
+    }
 }

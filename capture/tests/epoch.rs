@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use cdc_contract::ChangeEvent;
 use cdc_tests::mysql::replace_db;
-use cdc_tests::{describe, eventually_blocking, free_port_base, stack, unique_name, ScratchDb, StackCommand, StackEnv, TopicReader};
+use cdc_tests::{describe, eventually_blocking, unique_name, ScratchDb, PrivateStack, StackCommand, StackEnv, TopicReader};
 use common::{Capture, Options, DEADLINE};
 use mysql_async::prelude::*;
 
@@ -44,12 +44,8 @@ fn is_row(m: &cdc_tests::Message, id: i64, v: i64) -> bool {
 /// later change of a key had a lower version than the ones consumers already held, and they ignored it forever.
 #[tokio::test(flavor = "multi_thread")]
 async fn reset_master_then_resnapshot_keeps_versions_growing() -> Result<()> {
-    stack(); // installs packages and the broker once; the private stack reuses them
-    let home = std::env::temp_dir().join(unique_name("epoch_stack"));
-    let cmd = StackCommand::private(&home, free_port_base());
-    let result = reset_scenario(&cmd, &home).await;
-    let _ = cmd.run(&["down", "--wipe"]);
-    result
+    let private = PrivateStack::new("epoch_stack");
+    reset_scenario(&private.cmd, &private.home).await
 }
 
 fn write_config(dir: &Path, prefix: &str, url: &str, brokers: &str) -> Result<std::path::PathBuf> {

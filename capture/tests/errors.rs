@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Result;
-use cdc_tests::{describe, eventually_blocking, free_port_base, stack, unique_name, StackCommand, StackEnv};
+use cdc_tests::{describe, eventually_blocking, unique_name, PrivateStack, StackCommand, StackEnv};
 use mysql_async::prelude::*;
 
 fn write_config(dir: &Path, url: &str, brokers: &str) -> Result<std::path::PathBuf> {
@@ -40,12 +40,8 @@ fn check(config: &Path) -> Result<(bool, String)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_format_missing_privileges_and_purged_binlog_give_precise_errors() -> Result<()> {
-    stack();
-    let home = std::env::temp_dir().join(unique_name("errors_stack"));
-    let cmd = StackCommand::private(&home, free_port_base());
-    let result = scenario(&cmd, &home).await;
-    let _ = cmd.run(&["down", "--wipe"]);
-    result
+    let private = PrivateStack::new("errors_stack");
+    scenario(&private.cmd, &private.home).await
 }
 
 async fn scenario(cmd: &StackCommand, home: &Path) -> Result<()> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use cdc_tests::mysql::replace_db;
-use cdc_tests::{eventually, free_port_base, stack, unique_name, ScratchDb, StackCommand, StackEnv, TopicReader};
+use cdc_tests::{eventually, unique_name, ScratchDb, PrivateStack, StackCommand, StackEnv, TopicReader};
 use common::{http_get, Capture, Options, DEADLINE};
 use mysql_async::prelude::*;
 use serde_json::{json, Value};
@@ -114,12 +114,8 @@ async fn a_statement_format_update_of_a_captured_table_stops_the_source() -> Res
 /// compressed query events (a TRUNCATE padded past the threshold) arrive with the right values.
 #[tokio::test(flavor = "multi_thread")]
 async fn mariadb_compressed_events_arrive_with_their_values() -> Result<()> {
-    stack();
-    let home = std::env::temp_dir().join(unique_name("compress_stack"));
-    let cmd = StackCommand::private(&home, free_port_base());
-    let result = compressed_scenario(&cmd, &home).await;
-    let _ = cmd.run(&["down", "--wipe"]);
-    result
+    let private = PrivateStack::new("compress_stack");
+    compressed_scenario(&private.cmd, &private.home).await
 }
 
 async fn compressed_scenario(cmd: &StackCommand, home: &Path) -> Result<()> {

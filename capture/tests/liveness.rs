@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use cdc_tests::{eventually, free_port_base, stack, unique_name, ScratchDb, StackCommand, StackEnv, TopicReader};
+use cdc_tests::{eventually, stack, ScratchDb, PrivateStack, StackCommand, StackEnv, TopicReader};
 use common::{http_get, Capture, Options, SourceSpec, DEADLINE};
 use mysql_async::prelude::*;
 use serde_json::Value;
@@ -189,15 +189,12 @@ async fn insert(pool: &mysql_async::Pool, ids: std::ops::RangeInclusive<i64>) ->
 
 #[tokio::test(flavor = "multi_thread")]
 async fn frozen_mariadb_and_broker_turn_health_503_and_recover_and_sigterm_ends_the_process() -> Result<()> {
-    stack(); // installs packages and the broker once; the private stack reuses them
-    let home = std::env::temp_dir().join(unique_name("liveness_stack"));
-    let cmd = StackCommand::private(&home, free_port_base());
-    let result = frozen(&cmd, &home).await;
-    // Whatever happened, nothing stays stopped.
+    let private = PrivateStack::new("liveness_stack");
+    let result = frozen(&private.cmd, &private.home).await;
+    // Whatever happened, nothing stays stopped (a stopped process would not stop for the wipe).
     for component in ["mysql-users", "kafka"] {
-        let _ = signal(&home, component, "CONT");
+        let _ = signal(&private.home, component, "CONT");
     }
-    let _ = cmd.run(&["down", "--wipe"]);
     result
 }
 

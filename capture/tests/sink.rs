@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use cdc_tests::{eventually, free_port_base, stack, unique_name, ScratchDb, StackCommand, StackEnv, TopicReader};
+use cdc_tests::{eventually, stack, unique_name, ScratchDb, PrivateStack, StackCommand, StackEnv, TopicReader};
 use common::{http_get, Capture, Options, DEADLINE};
 use mysql_async::prelude::*;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -171,12 +171,10 @@ const RSS_BOUND: u64 = 80 * MIB as u64;
 /// broker runs again. Before the byte budget, 8 queued batches of up to 1000 such rows could hold 1.6 GB.
 #[tokio::test(flavor = "multi_thread")]
 async fn rss_stays_bounded_with_200_kb_rows_while_the_broker_is_stopped() -> Result<()> {
-    stack();
-    let home = std::env::temp_dir().join(unique_name("sink_stack"));
-    let cmd = StackCommand::private(&home, free_port_base());
+    let private = PrivateStack::new("sink_stack");
     let mut kafka_pid = None;
     let mut capture = None;
-    let result = memory_scenario(&cmd, &home, &mut kafka_pid, &mut capture).await;
+    let result = memory_scenario(&private.cmd, &private.home, &mut kafka_pid, &mut capture).await;
     if let Some(mut child) = capture {
         let _ = child.kill();
         let _ = child.wait();
@@ -184,7 +182,6 @@ async fn rss_stays_bounded_with_200_kb_rows_while_the_broker_is_stopped() -> Res
     if let Some(pid) = kafka_pid {
         let _ = Command::new("kill").arg("-CONT").arg(pid.to_string()).status();
     }
-    let _ = cmd.run(&["down", "--wipe"]);
     result
 }
 

@@ -6,7 +6,7 @@
 //!   isolate by name and run in parallel.
 //! - [`eventually`] polls a check until it passes or a deadline expires: tests never sleep to wait for a result.
 //! - [`StackCommand`] runs `scripts/stack` against another state directory and port base, for tests of the stack
-//!   itself that must not disturb the shared one.
+//!   itself that must not disturb the shared one; [`PrivateStack`] is such a stack for one test, wiped when dropped.
 //! - [`ScratchDb`] is a database of its own on one of the stack's MariaDB servers; [`TopicReader`] reads topics
 //!   from the beginning with a deadline.
 
@@ -109,6 +109,32 @@ impl StackCommand {
             bail!("scripts/stack {} failed:\n{}", args.join(" "), describe(&out));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// A private stack of its own for one test (a directory named after `prefix`, free ports, no project processes), for
+/// tests that change global server state or freeze components. Dropping it wipes the stack, also when the test fails
+/// or panics, so no servers outlive the test.
+pub struct PrivateStack {
+    /// `scripts/stack` on this stack.
+    pub cmd: StackCommand,
+    /// Its state directory (`env`, `run/<component>.pid`, logs).
+    pub home: PathBuf,
+}
+
+impl PrivateStack {
+    /// Claims a directory and ports; the stack starts with `cmd.ok(&["up"])`. The shared stack is brought up first,
+    /// which installs the packages and the broker the private one reuses.
+    pub fn new(prefix: &str) -> PrivateStack {
+        stack();
+        let home = std::env::temp_dir().join(unique_name(prefix));
+        PrivateStack { cmd: StackCommand::private(&home, free_port_base()), home }
+    }
+}
+
+impl Drop for PrivateStack {
+    fn drop(&mut self) {
+        let _ = self.cmd.run(&["down", "--wipe"]);
     }
 }
 
