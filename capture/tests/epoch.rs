@@ -6,14 +6,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use cdc_contract::ChangeEvent;
 use cdc_tests::mysql::replace_db;
 use cdc_tests::{describe, eventually_blocking, unique_name, ScratchDb, PrivateStack, StackCommand, StackEnv, TopicReader};
-use common::{Capture, Options, DEADLINE};
+use common::{spawn_logged, Capture, ConfigFile, Options, DEADLINE};
 use mysql_async::prelude::*;
 
 /// The events of key `id` read so far, in arrival order (one partition per key), as (version, epoch, v, op).
@@ -49,38 +49,17 @@ async fn reset_master_then_resnapshot_keeps_versions_growing() -> Result<()> {
 }
 
 fn write_config(dir: &Path, prefix: &str, url: &str, brokers: &str) -> Result<std::path::PathBuf> {
-    let config = dir.join("capture.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"topic_prefix = "{prefix}"
-state_dir = "{state}"
-listen = "127.0.0.1:0"
-checkpoint_interval = "20ms"
-[kafka]
-brokers = "{brokers}"
-partitions = 1
-[[sources]]
-name = "src"
-url = "{url}"
-server_id = 4243
-heartbeat_interval = "500ms"
-"#,
-            state = dir.join("state").display(),
-        ),
-    )?;
-    Ok(config)
-}
-
-fn spawn(config: &Path, log: &Path) -> Result<Child> {
-    let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
-    Command::new(env!("CARGO_BIN_EXE_capture"))
-        .arg("--config")
-        .arg(config)
-        .stdout(Stdio::from(out.try_clone()?))
-        .stderr(Stdio::from(out))
-        .spawn()
-        .context("starting the capture")
+    ConfigFile {
+        prefix,
+        listen: "127.0.0.1:0",
+        brokers,
+        url,
+        server_id: 4243,
+        top: r#"checkpoint_interval = "20ms""#,
+        kafka: "partitions = 1",
+        source: r#"heartbeat_interval = "500ms""#,
+    }
+    .write(dir)
 }
 
 fn stop(mut child: Child) -> Result<()> {
@@ -121,7 +100,7 @@ async fn reset_scenario(cmd: &StackCommand, home: &Path) -> Result<()> {
     let topic = format!("{prefix}.{db}.items");
     let mut reader = TopicReader::new(brokers, &[&topic])?;
 
-    let child = spawn(&config, &log)?;
+    let child = spawn_logged(&config, &log)?;
     wait_snapshot_done(&checkpoint)?;
     conn.query_drop(format!("UPDATE `{db}`.items SET v = 1 WHERE id = 1")).await?;
     conn.query_drop("FLUSH BINARY LOGS").await?;
@@ -148,7 +127,7 @@ async fn reset_scenario(cmd: &StackCommand, home: &Path) -> Result<()> {
     // The documented re-snapshot: move the checkpoint away, keep the epoch file.
     ensure!(dir.join("state/src.epoch").exists(), "the epoch file exists");
     std::fs::rename(&checkpoint, dir.join("src.json.before-reset"))?;
-    let child = spawn(&config, &log)?;
+    let child = spawn_logged(&config, &log)?;
     let cp = wait_snapshot_done(&checkpoint)?;
     conn.query_drop(format!("UPDATE `{db}`.items SET v = 4 WHERE id = 1")).await?;
     reader.read_until(DEADLINE, |m| m.iter().any(|m| is_row(m, 1, 4))).await?;

@@ -2,35 +2,22 @@
 //!
 //! These change global server state, so they run on a private stack of their own.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Result;
 use cdc_tests::{describe, eventually_blocking, unique_name, PrivateStack, StackCommand, StackEnv};
+use common::ConfigFile;
 use mysql_async::prelude::*;
 
 fn write_config(dir: &Path, url: &str, brokers: &str) -> Result<std::path::PathBuf> {
-    let config = dir.join("capture.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"topic_prefix = "{prefix}"
-state_dir = "{state}"
-listen = "127.0.0.1:0"
-checkpoint_interval = "20ms"
-[kafka]
-brokers = "{brokers}"
-[[sources]]
-name = "src"
-url = "{url}"
-server_id = 4242
-"#,
-            prefix = unique_name("err"),
-            state = dir.join("state").display(),
-        ),
-    )?;
-    Ok(config)
+    let prefix = unique_name("err");
+    let top = r#"checkpoint_interval = "20ms""#;
+    ConfigFile { prefix: &prefix, listen: "127.0.0.1:0", brokers, url, server_id: 4242, top, kafka: "", source: "" }
+        .write(dir)
 }
 
 fn check(config: &Path) -> Result<(bool, String)> {

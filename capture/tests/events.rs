@@ -4,13 +4,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use cdc_tests::mysql::replace_db;
 use cdc_tests::{eventually, unique_name, ScratchDb, PrivateStack, StackCommand, StackEnv, TopicReader};
-use common::{http_get, Capture, Options, DEADLINE};
+use common::{http_get, spawn_logged, Capture, ConfigFile, Options, DEADLINE};
 use mysql_async::prelude::*;
 use serde_json::{json, Value};
 
@@ -134,36 +133,19 @@ async fn compressed_scenario(cmd: &StackCommand, home: &Path) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let prefix = unique_name("cmp");
-    let config = dir.join("capture.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"topic_prefix = "{prefix}"
-state_dir = "{state}"
-listen = "127.0.0.1:{port}"
-checkpoint_interval = "50ms"
-[kafka]
-brokers = "{brokers}"
-[[sources]]
-name = "src"
-url = "{url}"
-server_id = 4243
-heartbeat_interval = "500ms"
-"#,
-            state = dir.join("state").display(),
-            brokers = env.var("KAFKA_BROKERS"),
-            url = replace_db(env.var("USERS_MYSQL_CAPTURE_URL"), &db),
-        ),
-    )?;
+    let config = ConfigFile {
+        prefix: &prefix,
+        listen: &format!("127.0.0.1:{port}"),
+        brokers: env.var("KAFKA_BROKERS"),
+        url: &replace_db(env.var("USERS_MYSQL_CAPTURE_URL"), &db),
+        server_id: 4243,
+        top: r#"checkpoint_interval = "50ms""#,
+        kafka: "",
+        source: r#"heartbeat_interval = "500ms""#,
+    }
+    .write(&dir)?;
     let log_path = dir.join("capture.log");
-    let log = std::fs::File::create(&log_path)?;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_capture"))
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::from(log.try_clone()?))
-        .stderr(Stdio::from(log))
-        .spawn()?;
+    let mut child = spawn_logged(&config, &log_path)?;
     let result = async {
         let health = format!("http://127.0.0.1:{port}/health");
         eventually(DEADLINE, || {

@@ -4,14 +4,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use cdc_tests::{eventually, stack, unique_name, ScratchDb, PrivateStack, StackCommand, StackEnv, TopicReader};
-use common::{http_get, Capture, Options, DEADLINE};
+use common::{http_get, spawn_logged, Capture, ConfigFile, Options, DEADLINE};
 use mysql_async::prelude::*;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -204,37 +204,20 @@ async fn memory_scenario(
     std::fs::create_dir_all(&dir)?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let url = format!("http://127.0.0.1:{port}");
-    let config = dir.join("capture.toml");
     let prefix = unique_name("mem");
-    std::fs::write(
-        &config,
-        format!(
-            r#"topic_prefix = "{prefix}"
-state_dir = "{state}"
-listen = "127.0.0.1:{port}"
-[kafka]
-brokers = "{brokers}"
-# Longer than the broker is stopped: nothing expires meanwhile.
-delivery_timeout = "300s"
-[[sources]]
-name = "src"
-url = "{source_url}"
-server_id = 4343
-include = ["memtest.*"]
-heartbeat_interval = "500ms"
-"#,
-            state = dir.join("state").display(),
-            source_url = env.var("USERS_MYSQL_CAPTURE_URL"),
-        ),
-    )?;
-    let log = std::fs::File::create(dir.join("capture.log"))?;
-    let child = Command::new(env!("CARGO_BIN_EXE_capture"))
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::from(log.try_clone()?))
-        .stderr(Stdio::from(log))
-        .spawn()?;
+    let config = ConfigFile {
+        prefix: &prefix,
+        listen: &format!("127.0.0.1:{port}"),
+        brokers,
+        url: env.var("USERS_MYSQL_CAPTURE_URL"),
+        server_id: 4343,
+        top: "",
+        // Longer than the broker is stopped: nothing expires meanwhile.
+        kafka: r#"delivery_timeout = "300s""#,
+        source: "include = [\"memtest.*\"]\nheartbeat_interval = \"500ms\"",
+    }
+    .write(&dir)?;
+    let child = spawn_logged(&config, &dir.join("capture.log"))?;
     let pid = child.id();
     *capture = Some(child);
     let output = || std::fs::read_to_string(dir.join("capture.log")).unwrap_or_default();

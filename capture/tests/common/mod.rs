@@ -2,7 +2,7 @@
 #![allow(dead_code)] // each test binary uses a part
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -117,16 +117,7 @@ partitions = 3
     }
 
     fn spawn(&mut self) -> Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
-        let child = Command::new(env!("CARGO_BIN_EXE_capture"))
-            .arg("--config")
-            .arg(&self.config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .context("starting the capture")?;
-        self.child = Some(child);
+        self.child = Some(spawn_logged(&self.config, &self.log)?);
         Ok(())
     }
 
@@ -234,6 +225,54 @@ impl Drop for Capture {
 }
 
 /// A generous deadline for results that depend on several processes.
+/// The configuration file of a capture with one source `src`, for tests that run the binary themselves (on a private
+/// stack, or stopping and starting it): the settings every test capture has, and the lines a test adds.
+pub(crate) struct ConfigFile<'a> {
+    pub(crate) prefix: &'a str,
+    /// `listen`: `127.0.0.1:0` when the test does not query the endpoints.
+    pub(crate) listen: &'a str,
+    pub(crate) brokers: &'a str,
+    /// The source's URL.
+    pub(crate) url: &'a str,
+    pub(crate) server_id: u32,
+    /// More lines at the top level, in `[kafka]` and in the source.
+    pub(crate) top: &'a str,
+    pub(crate) kafka: &'a str,
+    pub(crate) source: &'a str,
+}
+
+impl ConfigFile<'_> {
+    /// Writes `<dir>/capture.toml` (state in `<dir>/state`) and returns its path.
+    pub(crate) fn write(&self, dir: &Path) -> Result<PathBuf> {
+        let config = dir.join("capture.toml");
+        let ConfigFile { prefix, listen, brokers, url, server_id, top, kafka, source } = self;
+        let state = dir.join("state");
+        std::fs::write(
+            &config,
+            format!(
+                "topic_prefix = \"{prefix}\"\nstate_dir = \"{state}\"\nlisten = \"{listen}\"\n{top}\n[kafka]\n\
+                 brokers = \"{brokers}\"\n{kafka}\n[[sources]]\nname = \"src\"\nurl = \"{url}\"\nserver_id = {server_id}\n\
+                 {source}\n",
+                state = state.display(),
+            ),
+        )?;
+        Ok(config)
+    }
+}
+
+/// Starts the capture binary on `config`, its output appended to `log`.
+pub(crate) fn spawn_logged(config: &Path, log: &Path) -> Result<Child> {
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    Command::new(env!("CARGO_BIN_EXE_capture"))
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::from(out.try_clone()?))
+        .stderr(Stdio::from(out))
+        .spawn()
+        .context("starting the capture")
+}
+
 pub(crate) const DEADLINE: Duration = Duration::from_secs(120);
 
 /// Minimal HTTP GET of a loopback endpoint: status line, headers and body as text.
