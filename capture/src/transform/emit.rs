@@ -1,8 +1,8 @@
 //! Encoding one change event: the reused buffers, the `source` block and the record of each row of a rows event.
 
 use cdc_contract::{
-    ChangeEventRef, ColumnKeys, EncodedSource, Op, RowRef, SnapshotMarker, SourceBlock, SourceRef,
-    TableId, TransactionRef, Value,
+    ChangeEventRef, ColumnKeys, EncodedSource, Op, RowRef, SnapshotMarker, SourceBlock, SourceRef, TableId, TransactionRef,
+    Value,
 };
 
 use super::{MappedTable, Record, Route, Txn};
@@ -21,12 +21,7 @@ pub(super) struct Buffers {
 
 impl Buffers {
     /// Whether an update keeps its key (the key's JSON, which also decides the partition).
-    pub(super) fn same_key(
-        &mut self,
-        table: &MappedTable,
-        before: &[Value],
-        after: &[Value],
-    ) -> bool {
+    pub(super) fn same_key(&mut self, table: &MappedTable, before: &[Value], after: &[Value]) -> bool {
         let pk = table.layout.primary_key();
         self.before_key.clear();
         self.after_key.clear();
@@ -78,18 +73,12 @@ impl Emitter<'_> {
             source: SourceBlock::Encoded(&buffers.source, txn.row),
             op,
             ts_ms: self.now,
-            transaction: Some(TransactionRef {
-                id: &txn.id,
-                total_order,
-                data_collection_order,
-            }),
+            transaction: Some(TransactionRef { id: &txn.id, total_order, data_collection_order }),
         };
         buffers.value.clear();
         event.write_json(&mut buffers.value);
         txn.row += 1;
-        let tombstone = (self.tombstones && op == Op::Delete)
-            .then(|| key.clone())
-            .flatten();
+        let tombstone = (self.tombstones && op == Op::Delete).then(|| key.clone()).flatten();
         out.push(Record {
             topic: table.topic.clone(),
             route: Route::ByKey,
@@ -98,25 +87,13 @@ impl Emitter<'_> {
             op: Some((table.label.clone(), op)),
         });
         if let Some(key) = tombstone {
-            out.push(Record {
-                topic: table.topic.clone(),
-                route: Route::ByKey,
-                key: Some(key),
-                value: None,
-                op: None,
-            });
+            out.push(Record { topic: table.topic.clone(), route: Route::ByKey, key: Some(key), value: None, op: None });
         }
     }
 }
 
 /// The `source` block of a streamed event of `table` in `txn`.
-pub(super) fn source<'a>(
-    name: &'a str,
-    (server_id, epoch): (u32, u32),
-    table: &'a TableId,
-    txn: &'a Txn,
-    ts_ms: i64,
-) -> SourceRef<'a> {
+pub(super) fn source<'a>(name: &'a str, (server_id, epoch): (u32, u32), table: &'a TableId, txn: &'a Txn, ts_ms: i64) -> SourceRef<'a> {
     SourceRef {
         connector: "mysql",
         name,

@@ -7,10 +7,7 @@ use mysql_common::binlog::EventStreamReader;
 use super::*;
 
 fn read_fixture(name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/tests/fixtures/binlogs/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/tests/fixtures/binlogs/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
@@ -24,15 +21,7 @@ fn transform(data: &[u8], name: &str, flavor: ServerFlavor) -> (Vec<Record>, usi
     let mut reader = EventStreamReader::new(BinlogVersion::Version4);
     let filter = TableFilter::new(vec!["*.*".into()], vec![]).unwrap();
     let start = BinlogPosition::new(name, 4);
-    let mut transformer = Transformer::new(
-        "fx",
-        "shop",
-        filter,
-        true,
-        &start,
-        GtidSet::default(),
-        flavor,
-    );
+    let mut transformer = Transformer::new("fx", "shop", filter, true, &start, GtidSet::default(), flavor);
     let (mut out, mut refused) = (Vec::new(), 0);
     while let Ok(Some(event)) = reader.read(&mut input) {
         if transformer.handle(&event, &mut out).is_err() {
@@ -61,16 +50,9 @@ fn envelopes_and_keys_are_the_bytes_serde_json_writes() {
         for record in &records {
             if let Some(value) = &record.value {
                 let event: ChangeEvent = serde_json::from_slice(value).unwrap();
-                assert_eq!(
-                    serde_json::to_vec(&event).unwrap(),
-                    *value,
-                    "{name}: {}",
-                    String::from_utf8_lossy(value)
-                );
+                assert_eq!(serde_json::to_vec(&event).unwrap(), *value, "{name}: {}", String::from_utf8_lossy(value));
                 let t = event.transaction.as_ref().unwrap();
-                let (total, per_table) = orders
-                    .entry((t.id.clone(), event.source.table.clone()))
-                    .or_default();
+                let (total, per_table) = orders.entry((t.id.clone(), event.source.table.clone())).or_default();
                 *per_table += 1;
                 assert_eq!(t.data_collection_order, *per_table, "{name}");
                 assert!(t.total_order > *total || *total == 0, "{name}");
@@ -91,35 +73,22 @@ fn envelopes_and_keys_are_the_bytes_serde_json_writes() {
 fn records_of_the_types_fixture_carry_ops_keys_and_tombstones() {
     let (records, refused) = transform_fixture("mariadb-10.11-types.000001", ServerFlavor::MariaDb);
     assert_eq!(refused, 1, "the MINIMAL row image update is refused");
-    let deletes = records
-        .iter()
-        .filter(|r| r.op.as_ref().is_some_and(|(_, op)| *op == Op::Delete))
-        .count();
+    let deletes = records.iter().filter(|r| r.op.as_ref().is_some_and(|(_, op)| *op == Op::Delete)).count();
     let tombstones: Vec<&Record> = records.iter().filter(|r| r.value.is_none()).collect();
     assert!(deletes > 0);
-    assert_eq!(
-        tombstones.len(),
-        deletes,
-        "a tombstone follows each delete of a keyed table"
-    );
+    assert_eq!(tombstones.len(), deletes, "a tombstone follows each delete of a keyed table");
     for pair in records.windows(2) {
         if pair[1].value.is_none() {
             assert_eq!(pair[0].key, pair[1].key);
             assert_eq!(pair[0].op.as_ref().map(|(_, op)| *op), Some(Op::Delete));
         }
     }
-    let first = records
-        .iter()
-        .find(|r| r.topic.as_ref() == "shop.fx.t_num")
-        .unwrap();
+    let first = records.iter().find(|r| r.topic.as_ref() == "shop.fx.t_num").unwrap();
     assert_eq!(first.key.as_deref(), Some(&br#"{"id":1}"#[..]));
     let event: ChangeEvent = serde_json::from_slice(first.value.as_ref().unwrap()).unwrap();
     assert_eq!(event.op, Op::Create);
     assert_eq!(event.source.row, 0);
-    assert_eq!(
-        event.after.unwrap().get("biu"),
-        Some(&Value::UInt(u64::MAX))
-    );
+    assert_eq!(event.after.unwrap().get("biu"), Some(&Value::UInt(u64::MAX)));
 }
 
 /// An update that changes the primary key becomes a delete of the old key (with its tombstone) and a create of
@@ -129,24 +98,13 @@ fn an_update_of_the_primary_key_is_a_delete_and_a_create() {
     let mut data = read_fixture("mariadb-10.11-types.000001");
     // The FULL-image update of t_pk2 (primary key (b, a)): after image a=2, b='y', c=21. Make it a=3.
     let after_image = [2, 0, 0, 0, 1, b'y', 21, 0, 0, 0];
-    let at = data
-        .windows(after_image.len())
-        .position(|w| w == after_image)
-        .expect("the t_pk2 update");
+    let at = data.windows(after_image.len()).position(|w| w == after_image).expect("the t_pk2 update");
     data[at] = 3;
     let (records, _) = transform(&data, "patched", ServerFlavor::MariaDb);
-    let pk2: Vec<&Record> = records
-        .iter()
-        .filter(|r| r.topic.as_ref() == "shop.fx.t_pk2")
-        .collect();
+    let pk2: Vec<&Record> = records.iter().filter(|r| r.topic.as_ref() == "shop.fx.t_pk2").collect();
     let summary: Vec<(String, Option<Op>)> = pk2
         .iter()
-        .map(|r| {
-            (
-                String::from_utf8_lossy(r.key.as_ref().unwrap()).into_owned(),
-                r.op.as_ref().map(|(_, op)| *op),
-            )
-        })
+        .map(|r| (String::from_utf8_lossy(r.key.as_ref().unwrap()).into_owned(), r.op.as_ref().map(|(_, op)| *op)))
         .collect();
     let key = |b: &str, a: u32| format!(r#"{{"b":"{b}","a":{a}}}"#);
     assert_eq!(
@@ -164,30 +122,17 @@ fn an_update_of_the_primary_key_is_a_delete_and_a_create() {
             (key("y", 2), None),
         ]
     );
-    let event =
-        |r: &Record| serde_json::from_slice::<ChangeEvent>(r.value.as_ref().unwrap()).unwrap();
+    let event = |r: &Record| serde_json::from_slice::<ChangeEvent>(r.value.as_ref().unwrap()).unwrap();
     let (delete, create) = (event(pk2[2]), event(pk2[4]));
-    assert_eq!(
-        delete.before.as_ref().unwrap().get("a"),
-        Some(&Value::Int(2))
-    );
+    assert_eq!(delete.before.as_ref().unwrap().get("a"), Some(&Value::Int(2)));
     assert!(delete.after.is_none());
     assert!(create.before.is_none());
-    assert_eq!(
-        create.after.as_ref().unwrap().get("a"),
-        Some(&Value::Int(3))
-    );
-    assert_eq!(
-        create.after.as_ref().unwrap().get("c"),
-        Some(&Value::Int(21))
-    );
+    assert_eq!(create.after.as_ref().unwrap().get("a"), Some(&Value::Int(3)));
+    assert_eq!(create.after.as_ref().unwrap().get("c"), Some(&Value::Int(21)));
     // Both come from one row of one transaction: consecutive orders, consecutive rows.
     let (d, c) = (delete.transaction.unwrap(), create.transaction.unwrap());
     assert_eq!(d.id, c.id);
-    assert_eq!(
-        (c.total_order, c.data_collection_order),
-        (d.total_order + 1, d.data_collection_order + 1)
-    );
+    assert_eq!((c.total_order, c.data_collection_order), (d.total_order + 1, d.data_collection_order + 1));
     assert_eq!(create.source.row, delete.source.row + 1);
 }
 
@@ -213,15 +158,8 @@ fn fake_rotate(name: &str) -> Vec<u8> {
 fn a_rotation_mid_stream_keeps_the_whole_file_name() {
     let filter = TableFilter::new(vec!["*.*".into()], vec![]).unwrap();
     let start = BinlogPosition::new("mariadb-bin.000001", 4);
-    let mut transformer = Transformer::new(
-        "fx",
-        "shop",
-        filter,
-        true,
-        &start,
-        GtidSet::default(),
-        ServerFlavor::MariaDb,
-    );
+    let mut transformer =
+        Transformer::new("fx", "shop", filter, true, &start, GtidSet::default(), ServerFlavor::MariaDb);
     let mut reader = EventStreamReader::new(BinlogVersion::Version4);
     let mut out = Vec::new();
     // At connection: the fake ROTATE comes before any FORMAT_DESCRIPTION, its checksum still attached.
