@@ -223,11 +223,14 @@ async fn three_sigkills_during_20000_inserts_lose_nothing() -> Result<()> {
             ids.len() >= 20_000
         })
         .await?;
-    // Duplicates only with identical coordinates.
-    let mut seen: HashMap<String, (String, u64, u64)> = HashMap::new();
+    // Duplicates only with identical coordinates, among snapshot reads and among streamed events. A snapshot that a
+    // kill interrupted resumes in a new read view (docs/capture.md, "Exact snapshot"), so it may read a row whose
+    // insert streaming then emits too, from the first view's position: a read and a create of one row, not a
+    // duplicate (the create's version is the greater).
+    let mut seen: HashMap<(String, bool), (String, u64, u64)> = HashMap::new();
     let mut duplicates = 0;
     for e in reader.events() {
-        let id = e["after"]["id"].to_string();
+        let id = (e["after"]["id"].to_string(), e["op"] == "r");
         let coords = (
             e["source"]["file"].as_str().unwrap_or_default().to_owned(),
             e["source"]["pos"].as_u64().unwrap_or_default(),
@@ -235,7 +238,7 @@ async fn three_sigkills_during_20000_inserts_lose_nothing() -> Result<()> {
         );
         if let Some(first) = seen.insert(id.clone(), coords.clone()) {
             duplicates += 1;
-            assert_eq!(first, coords, "row {id} sent twice with different coordinates");
+            assert_eq!(first, coords, "row {id:?} (id, snapshot read) sent twice with different coordinates");
         }
     }
     println!("20000 rows, {duplicates} duplicates (all with identical coordinates)");
