@@ -29,18 +29,49 @@ use crate::sink::KafkaChangeSink;
 use crate::transform::now_ms;
 use crate::{snapshot, stream, timeouts};
 
-/// Runs one source until `shutdown`, retrying transient errors with backoff.
+/// Runs one source until `shutdown`, retrying transient errors with backoff. While `paused` holds a pause the
+/// source does not run (see [`crate::control`]): a pause stops the running source as a shutdown would.
 pub async fn run_source(
     settings: Arc<Settings>,
     source: SourceSettings,
     metrics: Arc<SourceMetrics>,
     shutdown: CancellationToken,
+    mut paused: tokio::sync::watch::Receiver<Option<crate::control::Pause>>,
 ) -> Result<(), CaptureError> {
     let mut backoff = Duration::from_millis(250);
     loop {
+        let pause = paused.borrow_and_update().clone();
+        if let Some(pause) = pause {
+            metrics.set_state(SourceState::Paused(pause.describe()));
+            tracing::info!(source = %source.name, "paused");
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = paused.wait_for(Option::is_none) => {}
+            }
+            tracing::info!(source = %source.name, "resumed");
+            continue;
+        }
         let started = Instant::now();
-        match run_once(&settings, &source, &metrics, &shutdown).await {
+        // This run's stop: the shutdown, or a pause.
+        let run = shutdown.child_token();
+        let pausing = {
+            let (mut paused, run) = (paused.clone(), run.clone());
+            tokio::spawn(async move {
+                if paused.wait_for(Option::is_some).await.is_ok() {
+                    run.cancel();
+                }
+            })
+        };
+        let result = run_once(&settings, &source, &metrics, &run).await;
+        pausing.abort();
+        let pausing = run.is_cancelled() && !shutdown.is_cancelled();
+        match result {
+            Ok(()) if pausing => continue,
             Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() && pausing => {
+                tracing::info!(source = %source.name, error = %e, "stopped for the pause");
+                continue;
+            }
             Err(e) if e.is_transient() && shutdown.is_cancelled() => {
                 // Cut short by the shutdown (e.g. the drain's bound): what was not acknowledged lies after the saved
                 // checkpoint and is sent again after the next start.
