@@ -90,7 +90,7 @@ fn run(url: &str, from: &str, to: &str, format: &str) -> Result<(f64, f64, f64, 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let rows: u64 = std::env::var("CDC_BENCH_ROWS").ok().and_then(|r| r.parse().ok()).unwrap_or(1_000_000);
-    ensure!(rows % 10_000 == 0 && rows > 0, "CDC_BENCH_ROWS must be a multiple of 10000");
+    ensure!(rows.is_multiple_of(10_000) && rows > 0, "CDC_BENCH_ROWS must be a multiple of 10000");
     let _ = stack();
     let db = ScratchDb::create("USERS", "replaybench").await?;
     let (from, to) = load(&db, rows).await?;

@@ -38,8 +38,11 @@ fn without_ts(mut value: Value) -> Value {
     value
 }
 
+/// A record as compared: topic, key, value without `ts_ms` (`None` for a tombstone).
+type Published = (String, Value, Option<Value>);
+
 /// `(key, value without ts_ms)` of each line of replay's JSON output, and its last line.
-fn replay_lines(stdout: &str) -> Result<(Vec<(String, Value, Option<Value>)>, String)> {
+fn replay_lines(stdout: &str) -> Result<(Vec<Published>, String)> {
     let mut lines: Vec<&str> = stdout.lines().collect();
     let last = lines.pop().context("no output")?.to_owned();
     let records = lines
@@ -53,7 +56,7 @@ fn replay_lines(stdout: &str) -> Result<(Vec<(String, Value, Option<Value>)>, St
     Ok((records, last))
 }
 
-fn order(records: &mut [(String, Value, Option<Value>)]) {
+fn order(records: &mut [Published]) {
     records.sort_by_key(|(topic, key, value)| {
         let at = value.as_ref().map(|v| (v["source"]["pos"].as_u64(), v["source"]["row"].as_u64()));
         (topic.clone(), at, key.to_string())
@@ -78,7 +81,7 @@ async fn replay_prints_what_the_capture_published() -> Result<()> {
     // 3 creates, 2 updates, a key change (delete + create), a delete and a create: 9 change events, 2 tombstones.
     let mut reader = capture.reader(&["t"])?;
     reader.read_until(DEADLINE, |m| m.len() >= 11).await?;
-    let mut published: Vec<(String, Value, Option<Value>)> =
+    let mut published: Vec<Published> =
         reader.messages.iter().map(|m| (m.topic.clone(), m.key.clone(), m.value.clone().map(without_ts))).collect();
     order(&mut published);
 
