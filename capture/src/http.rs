@@ -135,6 +135,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_paused_source_is_healthy_and_named_in_the_warnings() {
+        let metrics = Metrics::new();
+        metrics.source("orders").set_state(SourceState::Paused("by ops since 2026-01-02T03:04:05Z: upgrade".into()));
+        let (status, body) = get_health(metrics.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["sources"]["orders"], "paused by ops since 2026-01-02T03:04:05Z: upgrade");
+        assert_eq!(
+            body["warnings"],
+            serde_json::json!([
+                "source orders: paused by ops since 2026-01-02T03:04:05Z: upgrade; it reads nothing until `capture resume`"
+            ])
+        );
+        let text = metrics.render();
+        assert!(text.contains("cdc_capture_up{source=\"orders\"} 1") && text.contains("cdc_capture_source_paused{source=\"orders\"} 1"), "{text}");
+    }
+
+    #[tokio::test]
     async fn low_retention_headroom_is_a_warning_not_a_failure() {
         let metrics = Metrics::new();
         let source = metrics.source("orders");

@@ -370,6 +370,27 @@ mod tests {
         assert_eq!(source.state(), metrics::SourceState::Streaming, "an ordinary end leaves the state alone");
     }
 
+    /// A source that fails the first time and streams until the shutdown when started again (after a skip).
+    #[tokio::test]
+    async fn a_failed_source_started_again_runs_and_its_failure_is_forgotten() {
+        let shutdown = CancellationToken::new();
+        let ran = Arc::new(AtomicBool::new(false));
+        let (again, restarts) = tokio::sync::mpsc::unbounded_channel();
+        let sources = vec![failing("catalog"), streaming("users", &shutdown, Arc::new(AtomicBool::new(false)))];
+        let run = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { supervise_restartable(sources, restarts, &shutdown).await }
+        });
+        again.send(Some(streaming("catalog", &shutdown, ran.clone()))).unwrap();
+        again.send(None).unwrap();
+        // Whether the restart came before or after the first run ended, it runs until the shutdown.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!run.is_finished());
+        shutdown.cancel();
+        run.await.unwrap().expect("no failure left: the source ran again until the shutdown");
+        assert!(ran.load(Ordering::SeqCst), "the started source ran");
+    }
+
     #[tokio::test]
     async fn a_panicking_source_counts_as_failed() {
         let shutdown = CancellationToken::new();
