@@ -38,6 +38,13 @@
 //!   whatever is still pending.
 //! - **One capture per `state_dir`** ([`lock`]).
 //!
+//! # Operator commands
+//!
+//! `capture status|pause|resume|skip|replay` ([`cli`]) reach a running capture through control endpoints on its
+//! HTTP server ([`api`], state in [`control`]): a pause stops one source (and survives restarts), a skip moves a
+//! failed source's checkpoint forward ([`skip`]) and starts it again, each recorded in the source's checkpoint
+//! history ([`history`]); [`replay`] prints a binlog window as the capture would publish it, without Kafka.
+//!
 //! # Stages
 //!
 //! [`checks`] -> [`snapshot`] / [`stream`] (with [`transform`] and [`decode`]) -> [`sink`] -> [`checkpoint`],
