@@ -3,7 +3,7 @@
 //!
 //! The window is read over the replication protocol (a dump with its own replica `server_id`, non-blocking, so it
 //! ends at the binlog's end instead of waiting), and every event goes through the capture's own [`Transformer`] and
-//! information_schema lookups ([`crate::stream::fill_schemas`]): the records are byte for byte what the capture
+//! information_schema lookups (`stream::fill_schemas`): the records are byte for byte what the capture
 //! produces, except the envelope's top-level `ts_ms`, which is the time of encoding. Table facts come from
 //! information_schema as the capture gets them: when a table is first mapped, and again after a DDL in the window;
 //! for an old window they describe the table as it is now (only JSON-ness of MariaDB columns and the primary key
