@@ -275,7 +275,12 @@ async fn write(
                     // does not wait for room. A batch cut off here is not acknowledged, so no checkpoint passes it.
                     tokio::select! {
                         biased;
-                        sent = sink.send(batch) => sent?,
+                        sent = sink.send(batch) => if let Err(e) = sent {
+                            if !e.is_transient() {
+                                settle(&mut sink, store, metrics);
+                            }
+                            return Err(e);
+                        },
                         _ = stop.cancelled() => {}
                     }
                     clock.track(sink.in_flight(), metrics);
@@ -303,6 +308,21 @@ async fn write(
         if closing {
             return drain(sink, rx, store, metrics, stop, clock).await;
         }
+    }
+}
+
+/// Before a definite error of a send (a record refused before it was produced) stops the source: saves the
+/// checkpoint of what the broker acknowledged before it, waiting at most [`timeouts::DRAIN`], so that the stopped
+/// source's checkpoint is the start of the refused transaction and `capture skip` past it skips nothing else.
+fn settle(sink: &mut KafkaChangeSink, store: &mut FileCheckpointStore, metrics: &Arc<SourceMetrics>) {
+    let flushed = sink.flush(timeouts::DRAIN);
+    match sink.take_acknowledged() {
+        Ok(Some(cp)) if save(store, &cp, &metrics.name).is_ok() => metrics.checkpoint_saved(&cp),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(source = %metrics.name, error = %e, "no checkpoint saved before the stop"),
+    }
+    if let Err(e) = flushed {
+        tracing::warn!(source = %metrics.name, error = %e, "not everything before the stop was acknowledged");
     }
 }
 

@@ -142,8 +142,8 @@ fn checkpoint_position(state_dir: &Path) -> Result<String> {
     Ok(format!("{}:{}", cp["position"]["file"].as_str().context("file")?, cp["position"]["pos"]))
 }
 
-/// A row the broker refuses (over `message.max.bytes`) stops its source while the other streams on; `capture
-/// skip` to its GTID moves the checkpoint past it in the running capture, records who, why and what in the
+/// A row the broker refuses (over `message.max.bytes`) stops its source while the other streams on, with the
+/// checkpoint right before it; `capture skip` to its GTID moves the checkpoint past it, and only it, in the running capture, records who, why and what in the
 /// history, and the source streams on; the printed replay command prints the skipped row. With the capture
 /// stopped, skip edits the checkpoint under the state_dir lock, and refuses targets before the checkpoint or
 /// inside a transaction.
@@ -165,6 +165,9 @@ async fn a_source_stopped_on_a_bad_row_is_skipped_past_and_the_skipped_row_repla
     reader.read_events(1, DEADLINE).await?;
 
     let mut conn = db.pool.get_conn().await?;
+    // Right before the bad row, within a checkpoint interval: the stopped source's checkpoint is still after it
+    // (saved at the stop), so the skip passes over the bad row alone.
+    conn.query_drop("INSERT INTO t VALUES (10, 'just before')").await?;
     conn.query_drop(format!("INSERT INTO t VALUES (2, '{}')", "x".repeat(10_000))).await?;
     let gtid: String = conn.query_first("SELECT @@last_gtid").await?.context("a GTID")?;
     conn.query_drop("INSERT INTO t VALUES (3, 'after')").await?;
@@ -180,6 +183,7 @@ async fn a_source_stopped_on_a_bad_row_is_skipped_past_and_the_skipped_row_repla
     .await?;
     assert!(health.contains("\"other\":\"streaming\""), "the other source streams on: {health}");
     let stopped_at = checkpoint_position(&capture.state_dir)?;
+    reader.read_until(DEADLINE, |m| m.iter().any(|m| m.key["id"] == 10)).await?;
 
     let config = capture.config.to_str().context("path")?.to_owned();
     let reason = "row 2 is larger than the broker accepts";
