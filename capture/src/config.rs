@@ -21,7 +21,9 @@ pub struct Config {
     /// Directory of the checkpoint files, one per source. Must be durable storage. One capture at a time: it locks
     /// `capture.lock` in it (see [`crate::lock`]). Default `capture-state`.
     pub state_dir: PathBuf,
-    /// Address of the HTTP server for `/metrics` and `/health`. Default `127.0.0.1:9090`.
+    /// Address of the HTTP server for `/metrics`, `/health` and the control endpoints of the operator commands
+    /// (`capture status`, `pause`, `resume`, `skip`; see [`crate::api`]), which have no authentication: keep it on
+    /// loopback or a private network. Default `127.0.0.1:9090`.
     pub listen: SocketAddr,
     /// Send a tombstone (same key, null value) after each delete, for log compaction. Default true.
     pub tombstones: bool,

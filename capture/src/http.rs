@@ -2,6 +2,9 @@
 //! with `warnings`, which do not change the status: binlog retention headroom below `retention_warning`, or the
 //! binlog file a checkpoint needs purged or at risk at the next rotation).
 //!
+//! A source paused by an operator is no problem (200), but its entry says `paused` with who, since when and why,
+//! and `warnings` lists it.
+//!
 //! `/health` is 503 while any source is not streaming or snapshotting (starting, retrying after a transient error,
 //! or failed with a definite error, which stops only that source), or while the broker has not acknowledged a
 //! source's oldest batch for [`crate::timeouts::BROKER_ACK`]; the reason names each such source and why.
@@ -36,6 +39,9 @@ async fn health(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
     for s in metrics.sources() {
         warnings.extend(s.retention_warning(now));
         let state = s.state();
+        if let SourceState::Paused(by) = &state {
+            warnings.push(format!("source {}: paused {by}; it reads nothing until `capture resume`", s.name));
+        }
         let text = match (s.problem(now), &state) {
             (Some(problem), SourceState::Streaming | SourceState::Snapshotting) => format!("{state}; {problem}"),
             (Some(problem), _) => problem,
@@ -58,16 +64,22 @@ async fn health(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
 
 /// Serves the endpoints on `addr` until `shutdown`.
 pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, shutdown: CancellationToken) -> std::io::Result<()> {
-    serve_on(tokio::net::TcpListener::bind(addr).await?, metrics, shutdown).await
+    serve_on(tokio::net::TcpListener::bind(addr).await?, metrics, None, shutdown).await
 }
 
-/// Serves the endpoints on a bound listener until `shutdown`.
+/// Serves the endpoints, and the control endpoints of `control` (see [`crate::api`]), on a bound listener until
+/// `shutdown`.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
+    control: Option<Arc<crate::control::Control>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(metrics)).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+    let app = match control {
+        Some(control) => app(metrics.clone()).merge(crate::api::routes(metrics, control)),
+        None => app(metrics),
+    };
+    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
 
 #[cfg(test)]
@@ -120,6 +132,23 @@ mod tests {
         let expected = format!("orders: streaming; broker not acknowledging for {} s", waited.as_secs());
         assert_eq!(body["reason"], expected.as_str());
         assert!(metrics.render().contains("cdc_capture_up{source=\"orders\"} 0"));
+    }
+
+    #[tokio::test]
+    async fn a_paused_source_is_healthy_and_named_in_the_warnings() {
+        let metrics = Metrics::new();
+        metrics.source("orders").set_state(SourceState::Paused("by ops since 2026-01-02T03:04:05Z: upgrade".into()));
+        let (status, body) = get_health(metrics.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["sources"]["orders"], "paused by ops since 2026-01-02T03:04:05Z: upgrade");
+        assert_eq!(
+            body["warnings"],
+            serde_json::json!([
+                "source orders: paused by ops since 2026-01-02T03:04:05Z: upgrade; it reads nothing until `capture resume`"
+            ])
+        );
+        let text = metrics.render();
+        assert!(text.contains("cdc_capture_up{source=\"orders\"} 1") && text.contains("cdc_capture_source_paused{source=\"orders\"} 1"), "{text}");
     }
 
     #[tokio::test]

@@ -57,6 +57,8 @@ pub const UP: &str = "cdc_capture_up";
 pub const SOURCE_FAILED: &str = "cdc_capture_source_failed";
 /// Seconds since the oldest batch still waiting for the broker's acknowledgement was produced; 0 when none waits.
 pub const OLDEST_UNACKNOWLEDGED_SECONDS: &str = "cdc_capture_oldest_unacknowledged_seconds";
+/// 1 while an operator has paused the source (`capture pause`), else 0.
+pub const SOURCE_PAUSED: &str = "cdc_capture_source_paused";
 /// Row changes written as statements on captured tables that were skipped (`statement_dml = "skip"`).
 pub const SKIPPED_STATEMENTS: &str = "cdc_capture_skipped_statements";
 
@@ -93,6 +95,7 @@ pub struct Metrics {
     snapshot_rows: Family<SourceLabel, Counter>,
     up: Family<SourceLabel, Gauge>,
     failed: Family<SourceLabel, Gauge>,
+    paused: Family<SourceLabel, Gauge>,
     oldest_unacknowledged: Family<SourceLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     skipped_statements: Family<SourceLabel, Counter>,
     sources: Mutex<Vec<Arc<SourceMetrics>>>,
@@ -111,6 +114,9 @@ pub enum SourceState {
     Retrying(String),
     /// Stopped by a definite error.
     Failed(String),
+    /// Paused by an operator (`capture pause`), with who, since when and why: reads nothing, holds no connection to
+    /// the server, publishes no heartbeats. Not a problem for `/health`.
+    Paused(String),
 }
 
 impl fmt::Display for SourceState {
@@ -121,6 +127,7 @@ impl fmt::Display for SourceState {
             SourceState::Streaming => f.write_str("streaming"),
             SourceState::Retrying(e) => write!(f, "retrying: {e}"),
             SourceState::Failed(e) => write!(f, "failed: {e}"),
+            SourceState::Paused(by) => write!(f, "paused {by}"),
         }
     }
 }
@@ -276,6 +283,7 @@ impl Metrics {
             snapshot_rows: Family::default(),
             up: Family::default(),
             failed: Family::default(),
+            paused: Family::default(),
             oldest_unacknowledged: Family::default(),
             skipped_statements: Family::default(),
             sources: Mutex::new(Vec::new()),
@@ -300,6 +308,7 @@ impl Metrics {
         registry.register(SNAPSHOT_ROWS, "Rows emitted by snapshots", m.snapshot_rows.clone());
         registry.register(UP, "1 while the source streams or snapshots and the broker acknowledges", m.up.clone());
         registry.register(SOURCE_FAILED, "1 once the source stopped with a definite error", m.failed.clone());
+        registry.register(SOURCE_PAUSED, "1 while an operator has paused the source", m.paused.clone());
         registry.register(
             OLDEST_UNACKNOWLEDGED_SECONDS,
             "Seconds the oldest batch has waited for the broker's acknowledgement",
@@ -356,14 +365,14 @@ impl Metrics {
             self.queue_depth.get_or_create(&s.label).set(s.queue_depth.load(Ordering::Relaxed));
             self.in_flight.get_or_create(&s.label).set(s.in_flight.load(Ordering::Relaxed));
             self.queue_bytes.get_or_create(&s.label).set(s.queue_bytes.load(Ordering::Relaxed));
-            let age = (now - s.checkpoint_saved_ms.load(Ordering::Relaxed)).max(0) as f64 / 1000.0;
-            self.checkpoint_age.get_or_create(&s.label).set(age);
+            self.checkpoint_age.get_or_create(&s.label).set(s.checkpoint_age_seconds(now));
             // No sample before the first estimate: nothing is known yet (no checkpoint, or no look at the server).
             if let Some(headroom) = s.retention_headroom_seconds(now) {
                 self.retention_headroom.get_or_create(&s.label).set(headroom);
             }
             self.up.get_or_create(&s.label).set(s.problem(now).is_none() as i64);
             self.failed.get_or_create(&s.label).set(matches!(s.state(), SourceState::Failed(_)) as i64);
+            self.paused.get_or_create(&s.label).set(matches!(s.state(), SourceState::Paused(_)) as i64);
             self.oldest_unacknowledged.get_or_create(&s.label).set(s.unacknowledged_for(now).as_secs_f64());
         }
         let mut out = String::new();
@@ -439,6 +448,16 @@ impl SourceMetrics {
         (now_ms - newest).max(0) as f64 / 1000.0
     }
 
+    /// Seconds since the checkpoint was last saved (or since the source was registered), at `now_ms`.
+    pub fn checkpoint_age_seconds(&self, now_ms: i64) -> f64 {
+        (now_ms - self.checkpoint_saved_ms.load(Ordering::Relaxed)).max(0) as f64 / 1000.0
+    }
+
+    /// Change events produced since the start, all tables and operations.
+    pub fn events_total(&self) -> u64 {
+        self.counters.lock().expect("counters lock").values().map(Counter::get).sum()
+    }
+
     /// Sets the state.
     pub fn set_state(&self, state: SourceState) {
         *self.state.lock().expect("state lock") = state;
@@ -466,6 +485,7 @@ impl SourceMetrics {
                 (waiting > crate::timeouts::BROKER_ACK)
                     .then(|| format!("broker not acknowledging for {} s", waiting.as_secs()))
             }
+            SourceState::Paused(_) => None,
             other => Some(other.to_string()),
         }
     }

@@ -113,16 +113,7 @@ pub async fn run(
             });
         };
         let event = event.map_err(my)?;
-        while let Some(table) = transformer.missing_schema(&event) {
-            if schema_conn.is_none() {
-                let connect = pool.get_conn();
-                schema_conn = Some(timeouts::mysql(name, "connecting", timeouts::MYSQL_CONNECT, connect).await?);
-            }
-            let conn = schema_conn.as_mut().expect("set above");
-            let lookup = schema::columns(conn, flavor, &table);
-            let columns = timeouts::mysql(name, "the schema lookup", timeouts::MYSQL_QUERY, lookup).await?;
-            transformer.set_schema(table, columns);
-        }
+        fill_schemas(name, flavor, pool, &mut schema_conn, &mut transformer, &event).await?;
         let before = records.len();
         let checkpoint = transformer.handle(&event, &mut records).map_err(|e| transform_error(name, e))?;
         bytes += batch_bytes(&records[before..]);
@@ -156,6 +147,29 @@ pub async fn run(
             bytes = 0;
         }
     }
+}
+
+/// Looks up the information_schema facts `transformer` lacks for `event` (see [`Transformer::missing_schema`]), on
+/// `schema_conn`, connected from `pool` when first needed.
+pub(crate) async fn fill_schemas(
+    name: &str,
+    flavor: Flavor,
+    pool: &Pool,
+    schema_conn: &mut Option<Conn>,
+    transformer: &mut Transformer,
+    event: &mysql_async::binlog::events::Event,
+) -> Result<(), CaptureError> {
+    while let Some(table) = transformer.missing_schema(event) {
+        if schema_conn.is_none() {
+            let connect = pool.get_conn();
+            *schema_conn = Some(timeouts::mysql(name, "connecting", timeouts::MYSQL_CONNECT, connect).await?);
+        }
+        let conn = schema_conn.as_mut().expect("set above");
+        let lookup = schema::columns(conn, flavor, &table);
+        let columns = timeouts::mysql(name, "the schema lookup", timeouts::MYSQL_QUERY, lookup).await?;
+        transformer.set_schema(table, columns);
+    }
+    Ok(())
 }
 
 /// Makes the epoch file cover `records` of binlog `file` before they are sent (see [`crate::epoch`]).
