@@ -12,7 +12,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio_util::sync::CancellationToken;
 
@@ -21,7 +21,11 @@ use crate::transform::now_ms;
 
 /// The router.
 pub fn app(metrics: Arc<Metrics>) -> Router {
-    Router::new().route("/metrics", get(metrics_text)).route("/health", get(health)).with_state(metrics)
+    Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/health", get(health))
+        .route("/sources/{name}/resnapshot", post(crate::resnapshot::http::request))
+        .with_state(metrics)
 }
 
 async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
@@ -32,8 +36,12 @@ async fn health(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     let mut sources = serde_json::Map::new();
+    let mut resnapshots = serde_json::Map::new();
     let now = now_ms();
     for s in metrics.sources() {
+        if let Some(status) = s.resnapshot.status() {
+            resnapshots.insert(s.name.clone(), serde_json::json!(status));
+        }
         warnings.extend(s.retention_warning(now));
         let state = s.state();
         let text = match (s.problem(now), &state) {
@@ -52,6 +60,7 @@ async fn health(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
         "reason": problems.join("; "),
         "sources": sources,
         "warnings": warnings,
+        "resnapshots": resnapshots,
     });
     (status, Json(body))
 }

@@ -57,6 +57,7 @@ pub mod oversized;
 pub mod pipeline;
 pub mod position;
 pub mod queue;
+pub mod resnapshot;
 pub mod resume;
 pub mod schema;
 pub mod sink;

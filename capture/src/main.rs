@@ -16,11 +16,21 @@ use tokio_util::sync::CancellationToken;
 #[command(version)]
 struct Args {
     /// TOML configuration file (see capture.example.toml); CDC_CAPTURE_* variables override it.
-    #[arg(long, short, env = "CDC_CAPTURE_CONFIG")]
+    #[arg(long, short, env = "CDC_CAPTURE_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// Validate the configuration and each source server's settings, privileges and checkpoint, then exit.
     #[arg(long)]
     check: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Commands to a running capture (its configuration names its HTTP server).
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Re-snapshot one table online, while the source keeps streaming (an incremental snapshot by primary-key
+    /// chunks; progress in /health and /metrics).
+    Resnapshot(cdc_capture::resnapshot::cli::Args),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +51,18 @@ fn main() -> ExitCode {
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
     let code = runtime.block_on(async move {
+        if let Some(Command::Resnapshot(request)) = &args.command {
+            return match cdc_capture::resnapshot::cli::run(&settings, request).await {
+                Ok(line) => {
+                    println!("{line}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("capture: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         if args.check {
             return match cdc_capture::check(&settings).await {
                 Ok(lines) => {
