@@ -1,6 +1,7 @@
 //! The capture's HTTP endpoints: `/metrics` (Prometheus text) and `/health` (200, or 503 with the reason; both
 //! with `warnings`, which do not change the status: binlog retention headroom below `retention_warning`, or the
-//! binlog file a checkpoint needs purged or at risk at the next rotation).
+//! binlog file a checkpoint needs purged or at risk at the next rotation; and `resnapshots`, the progress of each
+//! source's incremental snapshot); `POST /sources/{name}/resnapshot` (see [`crate::resnapshot::http`]).
 //!
 //! `/health` is 503 while any source is not streaming or snapshotting (starting, retrying after a transient error,
 //! or failed with a definite error, which stops only that source), or while the broker has not acknowledged a

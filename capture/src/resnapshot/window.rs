@@ -284,14 +284,12 @@ impl Resnapshot {
             keys: table.keys.clone(),
             pk: &table.pk,
         };
-        let truncated = active.truncated.as_ref().is_some_and(|t| reached(t, &chunk.view));
         let ts_ms = now_ms();
         let mut records = Vec::with_capacity(chunk.rows.len());
         let read = chunk.rows.len() as u64;
         for values in chunk.rows {
             let key = key_of(&table.pk, &table.keys, Some(&values));
-            let newer = key.as_ref().and_then(|k| active.changed.get(k)).is_some_and(|p| reached(p, &chunk.view));
-            if truncated || newer {
+            if stale(&active.changed, active.truncated.as_ref(), &chunk.view, key.as_deref()) {
                 continue;
             }
             let row = records.len() as u64;
@@ -332,6 +330,17 @@ impl Resnapshot {
     }
 }
 
+/// Whether a chunk row with `key`, read in the view at `view`, is older than what the stream emitted since: its key
+/// changed in a transaction after the view (noted at or after `view`), or the table was truncated after it.
+fn stale(
+    changed: &HashMap<Vec<u8>, BinlogPosition>,
+    truncated: Option<&BinlogPosition>,
+    view: &BinlogPosition,
+    key: Option<&[u8]>,
+) -> bool {
+    truncated.is_some_and(|t| reached(t, view)) || key.and_then(|k| changed.get(k)).is_some_and(|p| reached(p, view))
+}
+
 fn status(active: &Active, state: Phase, error: Option<String>) -> Status {
     let p = &active.progress;
     Status {
@@ -364,6 +373,33 @@ mod tests {
         ];
         for (at, view, expected) in cases {
             assert_eq!(reached(&at, &view), expected, "{at:?} vs {view:?}");
+        }
+    }
+
+    /// Each case: the keys noted (key, position before its transaction), a truncate, the chunk's view, the row's key,
+    /// whether the row is dropped.
+    #[test]
+    fn chunk_rows_changed_after_their_view_are_dropped() {
+        let p = |pos| BinlogPosition::new("binlog.000007", pos);
+        let noted = |pairs: &[(&str, u64)]| -> HashMap<Vec<u8>, BinlogPosition> {
+            pairs.iter().map(|(k, pos)| (k.as_bytes().to_vec(), p(*pos))).collect()
+        };
+        let cases = [
+            // Changed in the transaction that begins at the view's position: after it, newer than the row.
+            (noted(&[("{\"id\":1}", 1000)]), None, 1000, Some("{\"id\":1}"), true),
+            (noted(&[("{\"id\":1}", 1500)]), None, 1000, Some("{\"id\":1}"), true),
+            // Changed by a transaction that ended at or before the view: the chunk's row already has the change.
+            (noted(&[("{\"id\":1}", 900)]), None, 1000, Some("{\"id\":1}"), false),
+            // Another key changed.
+            (noted(&[("{\"id\":2}", 1200)]), None, 1000, Some("{\"id\":1}"), false),
+            // Truncated after the view: every row goes; before it: none.
+            (noted(&[]), Some(p(1100)), 1000, Some("{\"id\":1}"), true),
+            (noted(&[]), Some(p(800)), 1000, Some("{\"id\":1}"), false),
+            (noted(&[]), None, 1000, None, false),
+        ];
+        for (changed, truncated, view, key, dropped) in cases {
+            let got = stale(&changed, truncated.as_ref(), &p(view), key.map(str::as_bytes));
+            assert_eq!(got, dropped, "{changed:?} {truncated:?} view {view} key {key:?}");
         }
     }
 }
