@@ -54,6 +54,11 @@ pub struct ResnapshotProgress {
     /// before the first chunk.
     #[serde(default)]
     pub last_key: Option<serde_json::Value>,
+    /// The highest key of the table (within `filter`) when the resnapshot started: it reads up to there. Rows
+    /// inserted above it later are streamed anyway, so it ends even while rows keep arriving at the key's end.
+    /// `None` for a table that was empty then.
+    #[serde(default)]
+    pub end_key: Option<serde_json::Value>,
     /// Chunks emitted and acknowledged.
     #[serde(default)]
     pub chunks: u64,

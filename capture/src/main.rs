@@ -2,7 +2,8 @@
 //!
 //! Exit status: 0 after a shutdown with every source healthy; 1 when every source failed, when a shutdown came
 //! after a source failed, when the state_dir is locked by another capture, or when the sources did not stop within
-//! [`SHUTDOWN`] of the signal; 2 for an invalid configuration.
+//! [`SHUTDOWN`] of the signal; 2 for an invalid configuration. `capture resnapshot` asks the running capture over
+//! HTTP: 0 once it accepted the request, 1 when it refused it or could not be reached.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

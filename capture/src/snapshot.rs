@@ -284,13 +284,8 @@ pub(crate) fn chunk_query(
         conditions.push(format!("({filter})"));
     }
     if after && !key.is_empty() {
-        let mut terms = Vec::new();
-        for i in 0..key.len() {
-            let mut parts: Vec<String> = key[..i].iter().map(|k| format!("{k} = ?")).collect();
-            parts.push(format!("{} > ?", key[i]));
-            terms.push(format!("({})", parts.join(" AND ")));
-        }
-        conditions.push(if filter.is_some() { format!("({})", terms.join(" OR ")) } else { terms.join(" OR ") });
+        let terms = key_above(columns, pk);
+        conditions.push(if filter.is_some() { format!("({terms})") } else { terms });
     }
     if !conditions.is_empty() {
         sql.push_str(&format!(" WHERE {}", conditions.join(" AND ")));
@@ -302,6 +297,19 @@ pub(crate) fn chunk_query(
         sql.push_str(&format!(" LIMIT {limit}"));
     }
     sql
+}
+
+/// The key is above a key given as parameters ([`expand_params`]), expanded so that the range optimizer uses the
+/// primary key: `(a > ?) OR (a = ? AND b > ?)`.
+pub(crate) fn key_above(columns: &[SchemaColumn], pk: &[usize]) -> String {
+    let key: Vec<String> = pk.iter().map(|&i| quote(&columns[i].name)).collect();
+    let mut terms = Vec::new();
+    for i in 0..key.len() {
+        let mut parts: Vec<String> = key[..i].iter().map(|k| format!("{k} = ?")).collect();
+        parts.push(format!("{} > ?", key[i]));
+        terms.push(format!("({})", parts.join(" AND ")));
+    }
+    terms.join(" OR ")
 }
 
 /// The parameters of the expanded key comparison: for key (a, b): a, a, b.

@@ -13,7 +13,7 @@ use crate::decode::{protocol_value, SchemaColumn};
 use crate::error::{classify_mysql, CaptureError};
 use crate::position::BinlogPosition;
 use crate::schema::{self, quote};
-use crate::snapshot::{chunk_query, expand_params, open_view, params_to_json, to_param};
+use crate::snapshot::{chunk_query, expand_params, key_above, open_view, params_to_json, to_param};
 use crate::timeouts::{self, MYSQL_CONNECT, MYSQL_QUERY, SNAPSHOT_QUERY};
 
 /// The table being re-snapshotted, as the reader and the chunk task need it.
@@ -124,6 +124,26 @@ pub(super) async fn prepare(
     })
 }
 
+/// The highest key of `table` within its `--where` condition, now (a JSON array); `None` when no row matches.
+pub(super) async fn end_key(pool: &Pool, source_name: &str, table: &Table) -> Result<Option<serde_json::Value>, CaptureError> {
+    let key: Vec<String> = table.pk.iter().map(|&i| quote(&table.columns[i].name)).collect();
+    let filter = table.filter.as_ref().map(|f| format!(" WHERE ({f})")).unwrap_or_default();
+    let sql = format!(
+        "SELECT {} FROM {}.{}{filter} ORDER BY {} LIMIT 1",
+        key.join(", "),
+        quote(&table.id.database),
+        quote(&table.id.table),
+        key.iter().map(|k| format!("{k} DESC")).collect::<Vec<_>>().join(", ")
+    );
+    let mut conn = timeouts::mysql(source_name, "connecting", MYSQL_CONNECT, pool.get_conn()).await?;
+    let row: Option<mysql_async::Row> =
+        timeouts::mysql(source_name, "the resnapshot's end key", SNAPSHOT_QUERY, conn.exec_first(sql, ())).await?;
+    Ok(row.map(|row| {
+        let values = row.unwrap().into_iter().zip(table.pk.iter()).map(|(v, &i)| to_param(&protocol_value(&table.columns[i], v)));
+        params_to_json(&values.collect::<Vec<_>>())
+    }))
+}
+
 /// What the chunk task needs.
 pub(super) struct Reader {
     pub(super) pool: Pool,
@@ -135,6 +155,8 @@ pub(super) struct Reader {
     pub(super) filter: Option<String>,
     /// Rows per chunk.
     pub(super) limit: usize,
+    /// Read up to this key (as query parameters); `None`: nothing to read.
+    pub(super) end: Option<Vec<mysql_async::Value>>,
 }
 
 impl Reader {
@@ -162,8 +184,16 @@ impl Reader {
         let name = self.source_name.as_str();
         let view = open_view(&self.pool, self.flavor, name);
         let (mut conn, view, _) = timeouts::within(name, "opening a resnapshot read view", SNAPSHOT_QUERY, view).await?;
-        let sql = chunk_query(&self.id, &self.columns, &self.pk, self.filter.as_deref(), after.is_some(), Some(self.limit));
-        let params = after.as_deref().map(expand_params).unwrap_or_default();
+        // The operator's condition, and not above the end key: rows inserted above it are streamed anyway.
+        let mut condition: Vec<String> = self.filter.iter().map(|f| format!("({f})")).collect();
+        condition.push(match &self.end {
+            Some(_) => format!("NOT ({})", key_above(&self.columns, &self.pk)),
+            None => "FALSE".into(),
+        });
+        let condition = condition.join(" AND ");
+        let sql = chunk_query(&self.id, &self.columns, &self.pk, Some(&condition), after.is_some(), Some(self.limit));
+        let mut params = self.end.as_deref().map(expand_params).unwrap_or_default();
+        params.extend(after.as_deref().map(expand_params).unwrap_or_default());
         let rows: Vec<mysql_async::Row> =
             timeouts::mysql(name, "a resnapshot chunk query", SNAPSHOT_QUERY, conn.exec(sql, params)).await?;
         timeouts::mysql(name, "a resnapshot chunk's COMMIT", MYSQL_QUERY, conn.query_drop("COMMIT")).await?;

@@ -60,6 +60,8 @@ pub struct Status {
     pub dropped: u64,
     /// Primary key of the last row emitted (JSON array in key column order).
     pub last_key: Option<serde_json::Value>,
+    /// The key it reads up to (the table's highest when it started); what lies between `last_key` and it remains.
+    pub end_key: Option<serde_json::Value>,
     /// Why it was abandoned.
     pub error: Option<String>,
 }

@@ -81,6 +81,7 @@ mod tests {
                 rows: 0,
                 dropped: 0,
                 last_key: None,
+                end_key: None,
                 error: None,
             };
             let _ = first.reply.send(Ok(status));

@@ -133,6 +133,7 @@ impl Resnapshot {
             pk: table.pk.clone(),
             filter: table.filter.clone(),
             limit: self.chunk_rows,
+            end: progress.end_key.as_ref().map(json_to_params),
         };
         let after = progress.last_key.as_ref().map(json_to_params);
         let task = tokio::spawn(reader.run(after, tx, go.clone()));
@@ -180,7 +181,14 @@ impl Resnapshot {
                         table: active.progress.table.clone(),
                         rows: active.progress.rows,
                     }),
-                    None => self.table(&request.table, request.filter.clone()).await.map_err(|refusal| {
+                    None => match self.table(&request.table, request.filter.clone()).await {
+                        Ok(table) => match chunks::end_key(&self.pool, &self.source_name, &table).await {
+                            Ok(end) => Ok((table, end)),
+                            Err(e) => Err(Refusal::Server(e)),
+                        },
+                        Err(refusal) => Err(refusal),
+                    }
+                    .map_err(|refusal| {
                         let source_name = self.source_name.clone();
                         match refusal {
                             Refusal::Invalid(message) => RequestError::Invalid { source_name, message },
@@ -188,11 +196,12 @@ impl Resnapshot {
                         }
                     }),
                 };
-                let answer = answer.map(|table| {
+                let answer = answer.map(|(table, end_key)| {
                     tracing::info!(source = %self.source_name, table = %table.label, filter = ?table.filter, "resnapshot started");
                     let progress = ResnapshotProgress {
                         table: table.label.to_string(),
                         filter: table.filter.clone(),
+                        end_key,
                         ..ResnapshotProgress::default()
                     };
                     self.begin(table, progress);
@@ -237,6 +246,7 @@ impl Resnapshot {
             rows: progress.rows,
             dropped: 0,
             last_key: progress.last_key.clone(),
+            end_key: progress.end_key.clone(),
             error: Some(error),
         });
     }
@@ -351,6 +361,7 @@ fn status(active: &Active, state: Phase, error: Option<String>) -> Status {
         rows: p.rows,
         dropped: active.dropped,
         last_key: p.last_key.clone(),
+        end_key: p.end_key.clone(),
         error,
     }
 }
