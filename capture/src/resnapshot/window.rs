@@ -302,7 +302,9 @@ impl Resnapshot {
             if stale(&active.changed, active.truncated.as_ref(), &chunk.view, key.as_deref()) {
                 continue;
             }
-            let row = records.len() as u64;
+            // Rows count on across the resnapshot's chunks (as the initial snapshot's do), so reads emitted at one
+            // position (chunks of an idle stream) keep distinct coordinates.
+            let row = active.progress.rows + records.len() as u64;
             records.push(context.record(&table.topic, &table.label, values, row, ts_ms).0);
         }
         let emitted = records.len() as u64;
