@@ -3,8 +3,10 @@
 //!
 //! # The algorithm (DBLog / Debezium's incremental snapshot, with exact watermarks)
 //!
-//! The table is read in primary-key chunks of `snapshot_chunk_rows` rows (`WHERE [(filter) AND] key > last ORDER BY
-//! key LIMIT n`), one chunk at a time, each in a read view of its own: `START TRANSACTION WITH CONSISTENT SNAPSHOT`
+//! The table is read in primary-key chunks of `snapshot_chunk_rows` rows (`WHERE [(filter) AND] key <= end AND key >
+//! last ORDER BY key LIMIT n`, `end` being the highest key when the request came: rows inserted above it are
+//! streamed anyway, so the resnapshot ends while inserts keep arriving), one chunk at a time, each in a read view of
+//! its own: `START TRANSACTION WITH CONSISTENT SNAPSHOT`
 //! plus the binlog position `P` of exactly that view (MariaDB's `binlog_snapshot_file`/`binlog_snapshot_position`,
 //! taken under the binlog's commit lock; see [`crate::snapshot`]). `P` is the chunk's watermark: a transaction is in
 //! the chunk's rows if and only if it ends at or before `P` in the binlog.
@@ -44,8 +46,8 @@
 //!
 //! # Progress and crashes
 //!
-//! The checkpoint of the batch that carries a chunk names the table, the `--where` condition and the chunk's last
-//! key ([`crate::checkpoint::ResnapshotProgress`]); every later checkpoint carries it on, until the chunk after which
+//! The checkpoint of the batch that carries a chunk names the table, the `--where` condition, the end key and the
+//! chunk's last key ([`crate::checkpoint::ResnapshotProgress`]); every later checkpoint carries it on, until the chunk after which
 //! nothing is left. The writer saves checkpoints only once everything before them is acknowledged, so after a crash
 //! the stream resumes from the saved position and the resnapshot from the last acknowledged chunk; chunks emitted
 //! after it are read and emitted again, in new read views, with newer versions.
