@@ -329,3 +329,41 @@ async fn bad_requests_fail_with_a_clear_error_before_anything_is_emitted() -> Re
     drop(capture);
     db.drop_db().await
 }
+
+/// A definite error while reading chunks (the table is dropped) abandons the resnapshot with its error in `/health`;
+/// the source keeps streaming.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_dropped_during_its_resnapshot_abandons_it_and_streaming_goes_on() -> Result<()> {
+    let db = ScratchDb::create("CATALOG", "resnapdrop").await?;
+    db.exec(TABLE).await?;
+    db.exec("CREATE TABLE other (id INT PRIMARY KEY, v INT)").await?;
+    insert_rows(&db, 1, 20_000).await?;
+    let capture = Capture::start(&db, Options { snapshot: "never", chunk_rows: 50, ..Options::default() })?;
+    capture.wait_streaming().await?;
+    start_resnapshot(&capture, &["--table", &format!("{}.items", db.name)])?;
+    db.exec("DROP TABLE items").await?;
+    let status = eventually(DEADLINE, || async {
+        let status = health(&capture).await?["resnapshots"]["src"].clone();
+        ensure!(status["state"] == "abandoned", "not abandoned yet: {status}");
+        Ok(status)
+    })
+    .await?;
+    let error = status["error"].as_str().unwrap_or_default();
+    ensure!(error.contains("doesn't exist") || error.contains("1146"), "{status}");
+    ensure!(status["rows"].as_u64().unwrap_or(u64::MAX) < 20_000, "{status}");
+    db.exec("INSERT INTO other VALUES (1, 7)").await?;
+    let mut reader = capture.reader(&["other"])?;
+    reader.read_events(1, DEADLINE).await?;
+    ensure!(reader.events()[0]["op"] == "c", "{:?}", reader.events());
+    let h = health(&capture).await?;
+    ensure!(h["status"] == "ok" && h["sources"]["src"] == "streaming", "{h}");
+    let checkpoint = capture.state_dir.join("src.json");
+    eventually(DEADLINE, || async {
+        let cp: Value = serde_json::from_str(&std::fs::read_to_string(&checkpoint)?)?;
+        ensure!(cp["resnapshot"].is_null(), "an abandoned resnapshot stays out of the checkpoints: {cp}");
+        Ok(())
+    })
+    .await?;
+    drop(capture);
+    db.drop_db().await
+}
