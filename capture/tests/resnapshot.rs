@@ -48,9 +48,14 @@ async fn health(capture: &Capture) -> Result<Value> {
 
 /// Waits until `/health` shows the resnapshot of the source done; returns its status.
 async fn wait_done(capture: &Capture) -> Result<Value> {
+    wait_state(capture, "done").await
+}
+
+/// Waits until `/health` shows the resnapshot of the source in `state`; returns its status.
+async fn wait_state(capture: &Capture, state: &str) -> Result<Value> {
     eventually(DEADLINE, || async {
         let status = health(capture).await?["resnapshots"]["src"].clone();
-        ensure!(status["state"] == "done", "resnapshot not done yet: {status}");
+        ensure!(status["state"] == state, "resnapshot not {state} yet: {status}");
         Ok(status)
     })
     .await
@@ -342,12 +347,7 @@ async fn a_table_dropped_during_its_resnapshot_abandons_it_and_streaming_goes_on
     capture.wait_streaming().await?;
     start_resnapshot(&capture, &["--table", &format!("{}.items", db.name)])?;
     db.exec("DROP TABLE items").await?;
-    let status = eventually(DEADLINE, || async {
-        let status = health(&capture).await?["resnapshots"]["src"].clone();
-        ensure!(status["state"] == "abandoned", "not abandoned yet: {status}");
-        Ok(status)
-    })
-    .await?;
+    let status = wait_state(&capture, "abandoned").await?;
     let error = status["error"].as_str().unwrap_or_default();
     ensure!(error.contains("doesn't exist") || error.contains("1146"), "{status}");
     ensure!(status["rows"].as_u64().unwrap_or(u64::MAX) < 20_000, "{status}");
