@@ -52,10 +52,13 @@ pub enum Command {
     Skip(SkipArgs),
     /// Print the change events of a binlog window as the capture would publish them, without Kafka.
     Replay(ReplayArgs),
+    /// Re-snapshot one table online, while the source keeps streaming (an incremental snapshot by primary-key
+    /// chunks; progress in /health and /metrics).
+    Resnapshot(crate::resnapshot::cli::Args),
 }
 
 /// Where the running capture answers.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct Remote {
     /// Base URL of the capture's HTTP server; default: `listen` of the configuration.
     #[arg(long)]
@@ -143,10 +146,14 @@ pub async fn execute(config: Option<&Path>, command: Command) -> Result<u8> {
         Command::Resume(args) => pause_or_resume(config, args, false).await,
         Command::Skip(args) => skip(config, args).await,
         Command::Replay(args) => replay(config, args).await,
+        Command::Resnapshot(args) => {
+            println!("{}", crate::resnapshot::cli::run(&settings(config)?, &args).await?);
+            Ok(0)
+        }
     }
 }
 
-fn base_url(settings: &Settings, remote: &Remote) -> String {
+pub(crate) fn base_url(settings: &Settings, remote: &Remote) -> String {
     match &remote.url {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None => {
@@ -164,37 +171,33 @@ fn base_url(settings: &Settings, remote: &Remote) -> String {
 #[error("no capture answers at {0}")]
 struct NotRunning(String);
 
-/// One HTTP/1.0 request to the capture: the status and the body.
-async fn request(base: &str, method: &str, path: &str, body: Option<String>) -> Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let host = base.strip_prefix("http://").with_context(|| format!("--url {base} must start with http://"))?;
-    let connect = tokio::net::TcpStream::connect(host);
-    let mut stream = match tokio::time::timeout(std::time::Duration::from_secs(5), connect).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Err(NotRunning(base.to_owned()).into()),
-        Ok(Err(e)) => return Err(e).with_context(|| format!("connecting to the capture at {base}")),
-        Err(_) => bail!("connecting to the capture at {base}: no answer within 5 s"),
+/// One request to the capture: the status and the body.
+pub(crate) async fn request(base: &str, method: &str, path: &str, body: Option<String>) -> Result<(u16, String)> {
+    if !base.starts_with("http://") {
+        bail!("--url {base} must start with http://");
+    }
+    let client = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        // A skip reads the binlog up to its target: give it time.
+        .timeout(std::time::Duration::from_secs(300))
+        .build()?;
+    let method = reqwest::Method::from_bytes(method.as_bytes())?;
+    let mut builder = client.request(method.clone(), format!("{base}{path}"));
+    if let Some(body) = body {
+        builder = builder.header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+    }
+    let response = match builder.send().await {
+        Ok(response) => response,
+        Err(e) if e.is_connect() => return Err(NotRunning(base.to_owned()).into()),
+        Err(e) if e.is_timeout() => bail!("{method} {base}{path}: no answer in time ({e})"),
+        Err(e) => return Err(e).with_context(|| format!("{method} {base}{path}")),
     };
-    let body = body.unwrap_or_default();
-    let head = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    let mut answer = Vec::new();
-    // A skip reads the binlog up to its target: give it time.
-    tokio::time::timeout(std::time::Duration::from_secs(300), stream.read_to_end(&mut answer))
-        .await
-        .with_context(|| format!("{method} {base}{path}: no answer within 300 s"))??;
-    let text = String::from_utf8_lossy(&answer);
-    let (head, body) = text.split_once("\r\n\r\n").with_context(|| format!("{method} {base}{path}: not HTTP: {text}"))?;
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("no HTTP status")?;
-    Ok((status, body.to_owned()))
+    let status = response.status().as_u16();
+    Ok((status, response.text().await?))
 }
 
 /// The error of a refused request.
-fn refused(status: u16, body: &str) -> anyhow::Error {
+pub(crate) fn refused(status: u16, body: &str) -> anyhow::Error {
     let message = serde_json::from_str::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v["error"].as_str().map(str::to_owned))

@@ -116,7 +116,8 @@ pub struct SourceConfig {
     /// `initial` (default) or `never`.
     #[serde(default = "default_snapshot")]
     pub snapshot: SnapshotMode,
-    /// Rows per snapshot query (primary-key chunks). Default 10000.
+    /// Rows per snapshot query (primary-key chunks), for the initial snapshot and for incremental snapshots
+    /// (`capture resnapshot`, which holds one chunk in memory at a time). Default 10000.
     #[serde(default = "default_chunk")]
     pub snapshot_chunk_rows: usize,
     /// How often the server sends a heartbeat when the binlog is idle, and the capture publishes its position. No

@@ -1,6 +1,7 @@
 //! The capture's HTTP endpoints: `/metrics` (Prometheus text) and `/health` (200, or 503 with the reason; both
 //! with `warnings`, which do not change the status: binlog retention headroom below `retention_warning`, or the
-//! binlog file a checkpoint needs purged or at risk at the next rotation).
+//! binlog file a checkpoint needs purged or at risk at the next rotation; and `resnapshots`, the progress of each
+//! source's incremental snapshot); `POST /sources/{name}/resnapshot` (see [`crate::resnapshot::http`]).
 //!
 //! A source paused by an operator is no problem (200), but its entry says `paused` with who, since when and why,
 //! and `warnings` lists it.
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio_util::sync::CancellationToken;
 
@@ -24,7 +25,11 @@ use crate::transform::now_ms;
 
 /// The router.
 pub fn app(metrics: Arc<Metrics>) -> Router {
-    Router::new().route("/metrics", get(metrics_text)).route("/health", get(health)).with_state(metrics)
+    Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/health", get(health))
+        .route("/sources/{name}/resnapshot", post(crate::resnapshot::http::request))
+        .with_state(metrics)
 }
 
 async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
@@ -35,8 +40,12 @@ async fn health(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     let mut sources = serde_json::Map::new();
+    let mut resnapshots = serde_json::Map::new();
     let now = now_ms();
     for s in metrics.sources() {
+        if let Some(status) = s.resnapshot.status() {
+            resnapshots.insert(s.name.clone(), serde_json::json!(status));
+        }
         warnings.extend(s.retention_warning(now));
         let state = s.state();
         if let SourceState::Paused(by) = &state {
@@ -58,6 +67,7 @@ async fn health(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
         "reason": problems.join("; "),
         "sources": sources,
         "warnings": warnings,
+        "resnapshots": resnapshots,
     });
     (status, Json(body))
 }

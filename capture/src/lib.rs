@@ -14,6 +14,9 @@
 //!   checkpoint of another server resumes by GTID set (see [`resume`]).
 //! - **Exact snapshot handoff.** The initial snapshot reads a consistent view and streaming starts at exactly the
 //!   binlog position of that view (see [`snapshot`]).
+//! - **Online re-snapshot of one table.** `capture resnapshot` reads a table again in primary-key chunks while the
+//!   source streams; the binlog reader emits each chunk at a position after its read view, dropping rows the stream
+//!   changed since, so consumers converge to the table's state (see [`resnapshot`]).
 //! - **Schema changes.** Row events decode with the schema in their own TABLE_MAP (`binlog_row_metadata=FULL`), so
 //!   both sides of a DDL decode right, also across restarts (see [`ddl`]).
 //! - **Bounded memory.** Large transactions are split into batches (by count and bytes); the queue to the producer
@@ -69,6 +72,7 @@ pub mod pipeline;
 pub mod position;
 pub mod queue;
 pub mod replay;
+pub mod resnapshot;
 pub mod resume;
 pub mod schema;
 pub mod sink;

@@ -1,6 +1,6 @@
 //! The `capture` binary: load configuration, init tracing, run until SIGINT/SIGTERM; or run an operator command
-//! (`capture status|pause|resume|skip|replay`, see [`cdc_capture::cli`]), which exits 0 when done and 1 with the
-//! error otherwise (`status`: 1 also when a source has failed).
+//! (`capture status|pause|resume|skip|replay|resnapshot`, see [`cdc_capture::cli`]), which exits 0 when done and 1
+//! with the error otherwise (`status`: 1 also when a source has failed).
 //!
 //! Exit status: 0 after a shutdown with every source healthy; 1 when every source failed, when a shutdown came
 //! after a source failed, when the state_dir is locked by another capture, or when the sources did not stop within

@@ -61,6 +61,10 @@ pub const OLDEST_UNACKNOWLEDGED_SECONDS: &str = "cdc_capture_oldest_unacknowledg
 pub const SOURCE_PAUSED: &str = "cdc_capture_source_paused";
 /// Row changes written as statements on captured tables that were skipped (`statement_dml = "skip"`).
 pub const SKIPPED_STATEMENTS: &str = "cdc_capture_skipped_statements";
+/// Rows emitted as reads by incremental snapshots (`capture resnapshot`), by table.
+pub const RESNAPSHOT_ROWS: &str = "cdc_capture_resnapshot_rows";
+/// 1 while an incremental snapshot of the table runs (chunks remain), 0 once it is done or abandoned.
+pub const RESNAPSHOT_ACTIVE: &str = "cdc_capture_resnapshot_active";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceLabel {
@@ -98,6 +102,8 @@ pub struct Metrics {
     paused: Family<SourceLabel, Gauge>,
     oldest_unacknowledged: Family<SourceLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     skipped_statements: Family<SourceLabel, Counter>,
+    resnapshot_rows: Family<TableLabels, Counter>,
+    resnapshot_active: Family<TableLabels, Gauge>,
     sources: Mutex<Vec<Arc<SourceMetrics>>>,
 }
 
@@ -166,6 +172,10 @@ pub struct SourceMetrics {
     /// What is known about the binlog file the checkpoint needs; see [`Retention`].
     pub retention: Mutex<Retention>,
     state: Mutex<SourceState>,
+    resnapshot_rows: Family<TableLabels, Counter>,
+    resnapshot_active: Family<TableLabels, Gauge>,
+    /// Requests and progress of incremental snapshots (see [`crate::resnapshot`]).
+    pub resnapshot: crate::resnapshot::Control,
 }
 
 /// What the capture knows about how long the server keeps the binlog file its checkpoint needs. The checkpoint side
@@ -286,6 +296,8 @@ impl Metrics {
             paused: Family::default(),
             oldest_unacknowledged: Family::default(),
             skipped_statements: Family::default(),
+            resnapshot_rows: Family::default(),
+            resnapshot_active: Family::default(),
             sources: Mutex::new(Vec::new()),
         };
         registry.register(LAG_SECONDS, "Seconds behind the newest committed change of the source", m.lag.clone());
@@ -319,6 +331,8 @@ impl Metrics {
             "Row changes written as statements on captured tables, skipped",
             m.skipped_statements.clone(),
         );
+        registry.register(RESNAPSHOT_ROWS, "Rows emitted by incremental snapshots", m.resnapshot_rows.clone());
+        registry.register(RESNAPSHOT_ACTIVE, "1 while an incremental snapshot of the table runs", m.resnapshot_active.clone());
         *m.registry.lock().expect("registry lock") = registry;
         Arc::new(m)
     }
@@ -346,6 +360,9 @@ impl Metrics {
             position: Mutex::new((String::new(), 0)),
             retention: Mutex::new(Retention::default()),
             state: Mutex::new(SourceState::Starting),
+            resnapshot_rows: self.resnapshot_rows.clone(),
+            resnapshot_active: self.resnapshot_active.clone(),
+            resnapshot: Default::default(),
         });
         self.sources.lock().expect("sources lock").push(s.clone());
         s
@@ -403,6 +420,17 @@ impl SourceMetrics {
     /// Counts snapshot rows.
     pub fn count_snapshot_rows(&self, n: u64) {
         self.snapshot_rows.inc_by(n);
+    }
+
+    /// Counts rows an incremental snapshot of `table` emitted.
+    pub fn count_resnapshot_rows(&self, table: &str, n: u64) {
+        self.resnapshot_rows.get_or_create(&TableLabels { source: self.name.clone(), table: table.to_owned() }).inc_by(n);
+    }
+
+    /// Whether an incremental snapshot of `table` runs.
+    pub fn resnapshot_active(&self, table: &str, active: bool) {
+        let labels = TableLabels { source: self.name.clone(), table: table.to_owned() };
+        self.resnapshot_active.get_or_create(&labels).set(active as i64);
     }
 
     /// Records the commit time of a published transaction.
@@ -587,6 +615,7 @@ mod tests {
             gtid_set: GtidSet::default(),
             ts_ms,
             snapshot,
+            resnapshot: None,
         };
         source.checkpoint_loaded(None);
         assert_eq!(open_at(&source), (String::new(), 0));
@@ -613,6 +642,7 @@ mod tests {
             gtid_set: GtidSet::default(),
             ts_ms,
             snapshot: None,
+            resnapshot: None,
         };
         // It may be one that completed a snapshot this process did not see: trusted only until the reader saves.
         source.checkpoint_loaded(Some(&at("binlog.000002", 50_000)));

@@ -225,7 +225,7 @@ async fn read(
             };
             let seq = epoch::file_seq(&position.file).unwrap_or(0);
             let epoch = epoch::check_place(&source.name, epochs.state().epoch_at(seq), seq)?;
-            Checkpoint { server_id: info.server_id, epoch, position, gtid_set, ts_ms: 0, snapshot: None }
+            Checkpoint { server_id: info.server_id, epoch, position, gtid_set, ts_ms: 0, snapshot: None, resnapshot: None }
         }
     };
     metrics.set_state(SourceState::Streaming);
