@@ -191,7 +191,7 @@ async fn a_resnapshot_under_concurrent_writes_converges_to_the_table() -> Result
     // One at a time per source: a second request while it runs is refused (it takes seconds, this milliseconds).
     let second = resnapshot(&capture, &["--table", &format!("{}.items", db.name)])?;
     let stderr = String::from_utf8_lossy(&second.stderr);
-    ensure!(!second.status.success() && stderr.contains("is running") && stderr.contains("HTTP 409"), "{stderr}");
+    ensure!(!second.status.success() && stderr.contains("is running") && stderr.contains("refused (409)"), "{stderr}");
     let status = wait_done(&capture).await?;
     let took = started.elapsed();
     stop.store(true, Ordering::SeqCst);
@@ -313,7 +313,7 @@ async fn bad_requests_fail_with_a_clear_error_before_anything_is_emitted() -> Re
         let out = resnapshot(&capture, &args)?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         ensure!(!out.status.success(), "{args:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
-        ensure!(stderr.contains(expected) && stderr.contains("HTTP 400"), "{args:?}: expected {expected:?} in {stderr}");
+        ensure!(stderr.contains(expected) && stderr.contains("refused (400)"), "{args:?}: expected {expected:?} in {stderr}");
     }
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_capture"))
         .args(["resnapshot", "--config"])
@@ -321,7 +321,7 @@ async fn bad_requests_fail_with_a_clear_error_before_anything_is_emitted() -> Re
         .args(["--source", "nosuch", "--table", &items])
         .output()?;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    ensure!(!out.status.success() && stderr.contains("no source named \"nosuch\"") && stderr.contains("HTTP 404"), "{stderr}");
+    ensure!(!out.status.success() && stderr.contains("no source named \"nosuch\"") && stderr.contains("refused (404)"), "{stderr}");
     let h = health(&capture).await?;
     ensure!(h["resnapshots"] == json!({}), "a refused request started something: {h}");
     ensure!(h["status"] == "ok", "{h}");
