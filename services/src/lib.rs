@@ -18,6 +18,7 @@ pub mod http;
 pub mod metrics;
 pub mod money;
 pub mod orders;
+pub mod progress;
 pub mod users;
 
 pub use cli::{main, Service};
