@@ -31,6 +31,7 @@ use crate::consumer::{self, column, ApplyError, ConsumerConfig, Handler, Incomin
 use crate::http::{is_duplicate, with_common_routes, ApiError, Body, ErrorBody, Id, Page, PageParams, Query};
 use crate::metrics::Metrics;
 use crate::money::Money;
+use crate::operator;
 use crate::progress::{self, ProgressConfig};
 use crate::users::{check_text, TS};
 
@@ -129,7 +130,8 @@ pub fn start(pool: Pool, config: Arc<Config>, metrics: Arc<Metrics>, shutdown: C
         .route("/products", get(list_products).post(create_product))
         .route("/products/{id}", get(get_product).patch(patch_product).delete(delete_product))
         .route("/reservations/{order_id}", get(get_reservation))
-        .with_state(AppState { pool: pool.clone() });
+        .with_state(AppState { pool: pool.clone() })
+        .merge(operator::catalog_routes(pool.clone()));
     let consumer = ConsumerConfig {
         name: config.group.clone(),
         brokers: config.brokers.clone(),
@@ -150,7 +152,7 @@ pub fn start(pool: Pool, config: Arc<Config>, metrics: Arc<Metrics>, shutdown: C
         let (p, c, m) = (p.clone(), c.clone(), m.clone());
         async move { reconcile(&p, &c, &m).await.map(|_| ()) }
     }));
-    (with_common_routes(routes, metrics, ApiDoc::openapi()), vec![consume, progress, sweep])
+    (with_common_routes(routes, metrics, ApiDoc::openapi().merge_from(operator::CatalogDoc::openapi())), vec![consume, progress, sweep])
 }
 
 async fn load(pool: &Pool, id: u64) -> Result<Product, ApiError> {

@@ -80,6 +80,8 @@ struct Args {
 enum Command {
     /// Runs reconciliation once: prints what it found and repaired as JSON, then exits.
     Reconcile,
+    #[command(flatten)]
+    Operator(crate::operator::OperatorCommand),
 }
 
 /// A service's settings.
@@ -241,6 +243,18 @@ pub fn main(service: Service) -> ExitCode {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
     runtime.block_on(async move {
+        if let Some(Command::Operator(command)) = args.command {
+            return match crate::operator::run(service, &config, command).await {
+                Ok(entry) => {
+                    println!("{}", serde_json::to_string_pretty(&entry).expect("JSON"));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{}: {e:#}", service.name());
+                    ExitCode::FAILURE
+                }
+            };
+        }
         if let Some(Command::Reconcile) = args.command {
             return match reconcile_once(service, &config).await {
                 Ok(report) => {

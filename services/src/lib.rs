@@ -17,6 +17,7 @@ pub mod consumer;
 pub mod http;
 pub mod metrics;
 pub mod money;
+pub mod operator;
 pub mod orders;
 pub mod progress;
 pub mod users;

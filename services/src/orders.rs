@@ -30,6 +30,7 @@ use crate::consumer::{self, column, ApplyError, Cause, ConsumerConfig, Handler, 
 use crate::http::{with_common_routes, ApiError, Body, ErrorBody, Id, Page, PageParams, Query};
 use crate::metrics::Metrics;
 use crate::money::Money;
+use crate::operator;
 use crate::users::TS;
 
 /// At most this many lines per order.
@@ -60,7 +61,7 @@ pub struct Transition {
     pub status: String,
     pub reason: Option<String>,
     pub at: String,
-    /// `api`, `reservation` (a change event of the catalog), `timeout` or `reconciliation`.
+    /// `api`, `reservation` (a change event of the catalog), `timeout`, `reconciliation` or `operator`.
     pub cause: String,
     /// The change event that caused it: topic and source position.
     pub event: Option<Cause>,
@@ -122,7 +123,8 @@ pub fn start(pool: Pool, config: Arc<Config>, metrics: Arc<Metrics>, shutdown: C
         .route("/orders", get(list_orders).post(create_order))
         .route("/orders/{id}", get(get_order))
         .route("/orders/{id}/cancel", post(cancel_order))
-        .with_state(AppState { pool: pool.clone() });
+        .with_state(AppState { pool: pool.clone() })
+        .merge(operator::orders_routes(pool.clone()));
     let handler = Arc::new(Workflow {
         users: config.topic(&config.users_db, "users"),
         products: config.topic(&config.catalog_db, "products"),
@@ -142,7 +144,7 @@ pub fn start(pool: Pool, config: Arc<Config>, metrics: Arc<Metrics>, shutdown: C
         let (p, c, m) = (p.clone(), c.clone(), m.clone());
         async move { reconcile(&p, &c, &m).await.map(|_| ()) }
     }));
-    (with_common_routes(routes, metrics, ApiDoc::openapi()), vec![consume, sweep])
+    (with_common_routes(routes, metrics, ApiDoc::openapi().merge_from(operator::OrdersDoc::openapi())), vec![consume, sweep])
 }
 
 type OrderTuple = (u64, u64, String, String, String, String);
