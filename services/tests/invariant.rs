@@ -9,8 +9,9 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use cdc_services::Service;
 use cdc_tests::eventually;
-use common::{metric, Shop, Svc, DEADLINE};
+use common::{Shop, Svc, DEADLINE};
 use mysql_async::prelude::*;
+use serde_json::Value;
 
 /// The catalog's view of one order: its known status, and how far the orders stream is applied past its TTL.
 async fn catalog_knows(shop: &Shop, order: u64) -> Result<(String, i64)> {
@@ -92,5 +93,163 @@ async fn a_catalog_back_after_the_ttl_keeps_the_unit_of_a_confirmed_order() -> R
     shop.stock_becomes(product, 4 - 1 - warm_held).await?;
     assert_eq!(shop.order_status(id, "CONFIRMED").await?["status"], "CONFIRMED");
     pool.disconnect().await?;
+    shop.finish().await
+}
+
+/// 200 orders over four products with too little stock, a third of them cancelled at random moments, 50 of them
+/// written by SQL while the orders service is down so that their reservations expire (some cancelled by SQL while
+/// expiring). Afterwards every order is decided, and per product: the initial stock equals the stock plus the held
+/// reservations, the held units are exactly the CONFIRMED orders' units, and those never exceed the initial stock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_orders_racing_cancellations_and_expiries_never_oversell() -> Result<()> {
+    use rand::Rng;
+    const INITIAL: u64 = 20;
+    let mut shop = Shop::start("svc_oversell", |_, c| {
+        c.pending_timeout = Duration::from_secs(5);
+        c.reservation_ttl = Duration::from_secs(8);
+    })
+    .await?;
+    let user = shop.user("many@example.com").await?;
+    let mut products = Vec::new();
+    for i in 0..4 {
+        let p = shop.product(&format!("MANY-{i}"), "1.00", INITIAL as u32).await?;
+        shop.wait_known(user, p).await?;
+        products.push(p);
+    }
+    let random_lines = |rng: &mut rand::rngs::ThreadRng| -> Vec<(u64, u32)> {
+        let first = rng.random_range(0..products.len());
+        let mut lines = vec![(products[first], rng.random_range(1..=3))];
+        if rng.random_bool(0.3) {
+            lines.push((products[(first + 1) % products.len()], rng.random_range(1..=2)));
+        }
+        lines
+    };
+    let mut placed: BTreeMap<u64, Vec<(u64, u32)>> = BTreeMap::new();
+    // A first order, so that every topic exists and is assigned before the timeouts count.
+    let warm = shop.order(user, &[(products[0], 1)]).await?["id"].as_u64().unwrap();
+    common::eventually_json(|| shop.reservation(warm), |r| r["status"].is_string()).await?;
+    decided(&shop, warm).await?;
+    placed.insert(warm, vec![(products[0], 1)]);
+
+    // 150 through the API, a third cancelled 0-800 ms after they were placed.
+    let mut tasks = Vec::new();
+    for _ in 0..150 {
+        let lines = random_lines(&mut rand::rng());
+        let cancel_after = rand::rng().random_bool(0.33).then(|| Duration::from_millis(rand::rng().random_range(0..800)));
+        let (http, url) = (shop.http.clone(), shop.orders.url.clone());
+        tasks.push(tokio::spawn(async move {
+            let body: Vec<Value> = lines.iter().map(|(p, q)| serde_json::json!({"product_id": p, "quantity": q})).collect();
+            let body = serde_json::json!({"user_id": user, "lines": body}).to_string();
+            let r = http.post(format!("{url}/orders")).header("content-type", "application/json").body(body).send().await?;
+            anyhow::ensure!(r.status().as_u16() == 201, "POST /orders: {}", r.status());
+            let id = r.json::<Value>().await?["id"].as_u64().unwrap();
+            if let Some(after) = cancel_after {
+                tokio::time::sleep(after).await; // the race itself, not a wait for a result
+                let r = http.post(format!("{url}/orders/{id}/cancel")).header("content-type", "application/json").send().await?;
+                anyhow::ensure!([200, 409].contains(&r.status().as_u16()), "cancel: {}", r.status());
+            }
+            Ok::<_, anyhow::Error>((id, lines))
+        }));
+    }
+    for t in tasks {
+        let (id, lines) = t.await??;
+        placed.insert(id, lines);
+    }
+
+    // 50 by SQL while the orders service is down: their reservations expire; some are cancelled meanwhile.
+    shop.orders.stop().await?;
+    let mut conn = shop.sources.orders.pool.get_conn().await?;
+    let mut sql_cancels = Vec::new();
+    for _ in 0..50 {
+        let lines = random_lines(&mut rand::rng());
+        let items: Vec<Value> = lines.iter().map(|(p, q)| serde_json::json!({"product_id": p, "quantity": q})).collect();
+        conn.exec_drop("INSERT INTO orders (user_id, status, total, items) VALUES (?, 'PENDING', '1.00', ?)", (user, Value::from(items).to_string()))
+            .await?;
+        let id: u64 = conn.query_first("SELECT LAST_INSERT_ID()").await?.unwrap();
+        for (p, q) in &lines {
+            conn.exec_drop("INSERT INTO order_lines (order_id, product_id, quantity, unit_price) VALUES (?, ?, ?, '1.00')", (id, p, q))
+                .await?;
+        }
+        if rand::rng().random_bool(0.3) {
+            sql_cancels.push(id);
+        }
+        placed.insert(id, lines);
+    }
+    drop(conn);
+    let catalog = shop.sources.catalog.pool.clone();
+    let expired = eventually(DEADLINE, || async {
+        let n: Option<u64> = catalog.get_conn().await?.query_first("SELECT COUNT(*) FROM reservations WHERE status = 'EXPIRED'").await?;
+        match n {
+            Some(n) if n >= 5 => Ok(n),
+            n => bail!("{n:?} reservations expired"),
+        }
+    })
+    .await?;
+    let mut conn = shop.sources.orders.pool.get_conn().await?;
+    for id in &sql_cancels {
+        conn.exec_drop("UPDATE orders SET status = 'CANCELLED' WHERE id = ? AND status = 'PENDING'", (id,)).await?;
+    }
+    drop(conn);
+    let config = shop.orders.config.clone();
+    shop.orders = Svc::start(Service::Orders, config).await?;
+
+    // Every order decided, and the catalog agrees with each: held exactly for the CONFIRMED ones.
+    let ids: Vec<String> = placed.keys().map(u64::to_string).collect();
+    let statuses = eventually(DEADLINE, || async {
+        let statuses: BTreeMap<u64, String> = shop
+            .sources
+            .orders
+            .pool
+            .get_conn()
+            .await?
+            .query(format!("SELECT id, CAST(status AS CHAR) FROM orders WHERE id IN ({})", ids.join(",")))
+            .await?
+            .into_iter()
+            .collect();
+        let held: BTreeMap<u64, String> = catalog
+            .get_conn()
+            .await?
+            .query(format!("SELECT order_id, CAST(status AS CHAR) FROM reservations WHERE order_id IN ({})", ids.join(",")))
+            .await?
+            .into_iter()
+            .collect();
+        for id in placed.keys() {
+            let (status, reservation) = (statuses.get(id).map_or("missing", String::as_str), held.get(id).map(String::as_str));
+            if status == "PENDING" || (status == "CONFIRMED") != (reservation == Some("RESERVED")) {
+                bail!("order {id} is {status} with reservation {reservation:?}");
+            }
+        }
+        Ok(statuses)
+    })
+    .await?;
+    let count = |s: &str| statuses.values().filter(|v| *v == s).count();
+    eprintln!(
+        "orders: {} confirmed, {} rejected, {} cancelled; {expired} reservations expired",
+        count("CONFIRMED"),
+        count("REJECTED"),
+        count("CANCELLED")
+    );
+    assert!(count("CONFIRMED") > 0 && count("REJECTED") > 0 && count("CANCELLED") > 0, "{statuses:?}");
+    for &product in &products {
+        let stock = shop.stock(product).await?;
+        let held_units: u64 = catalog
+            .get_conn()
+            .await?
+            .exec_first(
+                "SELECT CAST(COALESCE(SUM(l.quantity), 0) AS UNSIGNED) FROM reservation_lines l \
+                 JOIN reservations r ON r.order_id = l.order_id WHERE r.status = 'RESERVED' AND l.product_id = ?",
+                (product,),
+            )
+            .await?
+            .unwrap_or(0);
+        let sold: u64 = placed
+            .iter()
+            .filter(|(id, _)| statuses[*id] == "CONFIRMED")
+            .flat_map(|(_, lines)| lines.iter().filter(|(p, _)| *p == product).map(|(_, q)| u64::from(*q)))
+            .sum();
+        assert_eq!(stock + held_units, INITIAL, "product {product}: stock {stock} + held {held_units}");
+        assert_eq!(sold, held_units, "product {product}: CONFIRMED units vs held units");
+        assert!(sold <= INITIAL, "product {product} oversold: {sold}");
+    }
     shop.finish().await
 }
