@@ -295,7 +295,8 @@ mod tests {
     fn cross_site_and_non_json_state_changes_are_refused() {
         let allowed = vec!["https://shop.example".to_string()];
         let json = Some("application/json; charset=utf-8");
-        let cases: [(Method, Option<&str>, Option<&str>, Option<u16>); 12] = [
+        type Case<'a> = (Method, Option<&'a str>, Option<&'a str>, Option<u16>);
+        let cases: [Case<'_>; 12] = [
             (Method::GET, None, Some("https://evil.example"), None),
             (Method::HEAD, None, None, None),
             (Method::POST, json, None, None),

@@ -142,7 +142,7 @@ pub async fn run(pool: Pool, config: ProgressConfig, shutdown: CancellationToken
             }
         };
         if let Some(i) = newest_covered(&pending, &applied, &config.topic) {
-            let beat = pending.drain(..=i).last().expect("a covered heartbeat");
+            let beat = pending.drain(..=i).next_back().expect("a covered heartbeat");
             if let Err(e) = store(&pool, &config.topic, &beat).await {
                 tracing::warn!(error = %e, "cannot record the consumed progress; retrying with the next heartbeat");
             }
@@ -229,7 +229,8 @@ mod tests {
     #[test]
     fn the_newest_heartbeat_whose_watermarks_every_partition_reached_is_covered() {
         let pending: VecDeque<Heartbeat> = [beat(1, &[1, 0]), beat(2, &[2, 1]), beat(3, &[5, 1])].into();
-        let cases: [(&[(i32, i64)], Option<usize>); 5] = [
+        type Case = (&'static [(i32, i64)], Option<usize>);
+        let cases: [Case; 5] = [
             (&[], None),
             (&[(0, 1)], Some(0)),
             (&[(0, 2)], Some(0)), // partition 1 not reached for the second
