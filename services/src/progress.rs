@@ -112,9 +112,11 @@ pub async fn run(pool: Pool, config: ProgressConfig, shutdown: CancellationToken
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // The tick before the heartbeats: with many sources heartbeats may always be ready, and the tick is rare.
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
             message = beats.recv() => match message {
                 Ok(m) => {
                     let beat = m.payload().and_then(|p| serde_json::from_slice::<Heartbeat>(p).ok());
@@ -131,7 +133,6 @@ pub async fn run(pool: Pool, config: ProgressConfig, shutdown: CancellationToken
                     continue;
                 }
             },
-            _ = tick.tick() => {}
         }
         let Some(partitions) = pending.back().map(|b| b.watermarks[&config.topic].len()) else { continue };
         let applied = match committed(&offsets, &config.topic, partitions).await {
