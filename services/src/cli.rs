@@ -72,6 +72,13 @@ struct Args {
     /// How often reconciliation (and the timeout/expiry sweep) runs.
     #[arg(long, env = "SERVICE_RECONCILE_INTERVAL", value_parser = humantime::parse_duration, default_value = "2s")]
     reconcile_interval: Duration,
+    /// A request whose handler takes longer is abandoned with a 503 (`timeout`).
+    #[arg(long, env = "SERVICE_REQUEST_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    request_timeout: Duration,
+    /// Comma-separated origins (`https://host[:port]`) whose browsers may send state-changing requests; a
+    /// POST/PUT/PATCH/DELETE carrying any other `Origin` is refused with 403. Default: none.
+    #[arg(long, env = "SERVICE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    allowed_origins: Vec<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -80,6 +87,8 @@ struct Args {
 enum Command {
     /// Runs reconciliation once: prints what it found and repaired as JSON, then exits.
     Reconcile,
+    #[command(flatten)]
+    Operator(crate::operator::OperatorCommand),
 }
 
 /// A service's settings.
@@ -96,6 +105,10 @@ pub struct Config {
     pub pending_timeout: Duration,
     pub reservation_ttl: Duration,
     pub reconcile_interval: Duration,
+    /// See `--request-timeout`.
+    pub request_timeout: Duration,
+    /// See `--allowed-origins`.
+    pub allowed_origins: Vec<String>,
     /// Fault injection for tests: after this many applied events the consumer stops between its database commit
     /// and its offset commit, as a crash there would.
     pub stop_before_offset_commit: Option<u64>,
@@ -116,6 +129,8 @@ impl Config {
             pending_timeout: Duration::from_secs(60),
             reservation_ttl: Duration::from_secs(120),
             reconcile_interval: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(10),
+            allowed_origins: Vec::new(),
             stop_before_offset_commit: None,
         }
     }
@@ -143,8 +158,20 @@ impl Config {
         if self.reconcile_interval.is_zero() {
             bail!("--reconcile-interval must be more than zero");
         }
+        if self.request_timeout.is_zero() {
+            bail!("--request-timeout must be more than zero (e.g. 10s)");
+        }
+        if let Some(bad) = self.allowed_origins.iter().find(|o| !valid_origin(o)) {
+            bail!("--allowed-origins: `{bad}` is not an origin; write scheme://host[:port], e.g. https://shop.example:8443");
+        }
         Ok(())
     }
+}
+
+/// `scheme://host[:port]` with nothing after it, as browsers send in `Origin`.
+fn valid_origin(origin: &str) -> bool {
+    let Some((scheme, rest)) = origin.split_once("://") else { return false };
+    matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains(['/', '?', '#', ' '])
 }
 
 /// Connects to the service's database (UTC session time zone) and checks its tables exist.
@@ -195,6 +222,11 @@ pub async fn start(service: Service, config: Config, shutdown: CancellationToken
     if service == Service::Users {
         metrics.set_problem(None);
     }
+    let policy = crate::http::HttpPolicy {
+        request_timeout: config.request_timeout,
+        allowed_origins: config.allowed_origins.clone(),
+    };
+    let router = crate::http::harden(router, metrics.clone(), policy);
     let token = shutdown.clone();
     let done = tokio::spawn(async move {
         let server = axum::serve(listener, router).with_graceful_shutdown(async move { token.cancelled().await });
@@ -233,6 +265,8 @@ pub fn main(service: Service) -> ExitCode {
         pending_timeout: args.pending_timeout,
         reservation_ttl: args.reservation_ttl,
         reconcile_interval: args.reconcile_interval,
+        request_timeout: args.request_timeout,
+        allowed_origins: args.allowed_origins,
         stop_before_offset_commit: None,
     };
     if let Err(e) = config.validate(service) {
@@ -241,6 +275,18 @@ pub fn main(service: Service) -> ExitCode {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
     runtime.block_on(async move {
+        if let Some(Command::Operator(command)) = args.command {
+            return match crate::operator::run(service, &config, command).await {
+                Ok(entry) => {
+                    println!("{}", serde_json::to_string_pretty(&entry).expect("JSON"));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{}: {e:#}", service.name());
+                    ExitCode::FAILURE
+                }
+            };
+        }
         if let Some(Command::Reconcile) = args.command {
             return match reconcile_once(service, &config).await {
                 Ok(report) => {

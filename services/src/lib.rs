@@ -17,7 +17,9 @@ pub mod consumer;
 pub mod http;
 pub mod metrics;
 pub mod money;
+pub mod operator;
 pub mod orders;
+pub mod progress;
 pub mod users;
 
 pub use cli::{main, Service};

@@ -8,7 +8,8 @@
 //!
 //! Every status change is recorded in `order_history` with the change event that caused it. Reconciliation
 //! (periodic, and `orders reconcile`) cancels `PENDING` orders older than the pending timeout and reports
-//! `CONFIRMED` orders whose reservation is not held.
+//! `CONFIRMED` orders whose reservation is not held (the catalog repairs those). `orders force-cancel` (and `POST
+//! /orders/{id}/force-cancel`) cancels an order as an operator, with an audit row ([`crate::operator`]).
 
 use std::sync::Arc;
 
@@ -29,6 +30,7 @@ use crate::consumer::{self, column, ApplyError, Cause, ConsumerConfig, Handler, 
 use crate::http::{with_common_routes, ApiError, Body, ErrorBody, Id, Page, PageParams, Query};
 use crate::metrics::Metrics;
 use crate::money::Money;
+use crate::operator;
 use crate::users::TS;
 
 /// At most this many lines per order.
@@ -59,7 +61,7 @@ pub struct Transition {
     pub status: String,
     pub reason: Option<String>,
     pub at: String,
-    /// `api`, `reservation` (a change event of the catalog), `timeout` or `reconciliation`.
+    /// `api`, `reservation` (a change event of the catalog), `timeout`, `reconciliation` or `operator`.
     pub cause: String,
     /// The change event that caused it: topic and source position.
     pub event: Option<Cause>,
@@ -121,7 +123,8 @@ pub fn start(pool: Pool, config: Arc<Config>, metrics: Arc<Metrics>, shutdown: C
         .route("/orders", get(list_orders).post(create_order))
         .route("/orders/{id}", get(get_order))
         .route("/orders/{id}/cancel", post(cancel_order))
-        .with_state(AppState { pool: pool.clone() });
+        .with_state(AppState { pool: pool.clone() })
+        .merge(operator::orders_routes(pool.clone()));
     let handler = Arc::new(Workflow {
         users: config.topic(&config.users_db, "users"),
         products: config.topic(&config.catalog_db, "products"),
@@ -141,7 +144,7 @@ pub fn start(pool: Pool, config: Arc<Config>, metrics: Arc<Metrics>, shutdown: C
         let (p, c, m) = (p.clone(), c.clone(), m.clone());
         async move { reconcile(&p, &c, &m).await.map(|_| ()) }
     }));
-    (with_common_routes(routes, metrics, ApiDoc::openapi()), vec![consume, sweep])
+    (with_common_routes(routes, metrics, ApiDoc::openapi().merge_from(operator::OrdersDoc::openapi())), vec![consume, sweep])
 }
 
 type OrderTuple = (u64, u64, String, String, String, String);
@@ -322,7 +325,7 @@ async fn record(
 }
 
 /// Sets an order's status (the caller holds its row lock and checked the current status) and records why.
-async fn transition(
+pub(crate) async fn transition(
     tx: &mut Transaction<'static>,
     order_id: u64,
     to: &str,
@@ -410,16 +413,19 @@ impl Workflow {
             (order_id, &status, &reason),
         )
         .await?;
-        let order: Option<(String, u64)> = tx
-            .exec_first(
-                "SELECT CAST(status AS CHAR), TIMESTAMPDIFF(MICROSECOND, created_at, NOW(3)) FROM orders WHERE id = ? FOR UPDATE",
-                (order_id,),
-            )
-            .await?;
-        let Some((current, age_us)) = order else { return Ok(None) }; // the order was deleted: nothing to move
+        let order: Option<String> =
+            tx.exec_first("SELECT CAST(status AS CHAR) FROM orders WHERE id = ? FOR UPDATE", (order_id,)).await?;
+        let Some(current) = order else { return Ok(None) }; // the order was deleted: nothing to move
         if current != "PENDING" {
             return Ok(None); // already decided, cancelled or timed out: a late outcome changes nothing here
         }
+        // The age is read once the lock is held (NOW() is a statement's start time, and the locking read may have
+        // waited): a confirmation is written within the pending timeout of created_at, which the catalog's expiry
+        // relies on (docs/services.md, "No unit sold twice").
+        let age_us: u64 = tx
+            .exec_first("SELECT TIMESTAMPDIFF(MICROSECOND, created_at, NOW(3)) FROM orders WHERE id = ?", (order_id,))
+            .await?
+            .unwrap_or(u64::MAX);
         let cause = incoming.cause();
         let (to, why): (&'static str, Option<String>) = match status.as_str() {
             "RESERVED" if age_us > self.pending_timeout_us => {
@@ -437,8 +443,8 @@ impl Workflow {
 
 /// - `stuck_pending`: `PENDING` orders older than the pending timeout; repaired by cancelling them (the catalog then
 ///   releases any stock it holds for them);
-/// - `confirmed_without_reservation`: `CONFIRMED` orders whose reservation the catalog does not hold (released or
-///   expired); reported, not repaired: whether to re-reserve or to refund is a business decision.
+/// - `confirmed_without_reservation`: `CONFIRMED` orders whose reservation, as the catalog's events tell it, is not
+///   held; reported here: the catalog, which owns the stock, re-reserves them or flags them for an operator.
 pub async fn reconcile(pool: &Pool, config: &Config, metrics: &Metrics) -> Result<Reconciliation> {
     let mut report = Reconciliation::default();
     let timeout_us = config.pending_timeout.as_micros() as u64;
