@@ -43,6 +43,7 @@
 //! [`checks`] -> [`snapshot`] / [`stream`] (with [`transform`] and [`decode`]) -> [`sink`] -> [`checkpoint`],
 //! wired per source by [`pipeline`]; [`http`] serves [`metrics`] and health.
 
+pub mod backoff;
 pub mod checkpoint;
 pub mod checks;
 pub mod config;

@@ -26,6 +26,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::cli::Config;
 use crate::consumer::{self, column, ApplyError, ConsumerConfig, Handler, Incoming, Reconciliation};
+use crate::dead_letters::{self, ReplayReport};
 use crate::http::{is_duplicate, with_common_routes, ApiError, Body, ErrorBody, Id, Page, PageParams, Query};
 use crate::metrics::Metrics;
 use crate::money::Money;
@@ -131,9 +132,11 @@ pub fn start(pool: Pool, config: Arc<Config>, metrics: Arc<Metrics>, shutdown: C
         name: config.group.clone(),
         brokers: config.brokers.clone(),
         topics: vec![config.topic(&config.orders_db, "orders")],
+        batch_max: config.batch_max,
+        batch_linger: config.batch_linger,
         stop_before_offset_commit: config.stop_before_offset_commit,
     };
-    let handler = Arc::new(Reserve { ttl_ms: config.reservation_ttl.as_millis() as u64 });
+    let handler = Arc::new(reserve(&config));
     let consume = tokio::spawn(consumer::run(pool.clone(), consumer, handler, metrics.clone(), shutdown.clone()));
     let (p, c, m) = (pool, config.clone(), metrics.clone());
     let sweep = tokio::spawn(consumer::every(config.reconcile_interval, shutdown, "reconciliation", move || {
@@ -252,6 +255,15 @@ struct OrderedLine {
 /// Applies order change events to stock.
 struct Reserve {
     ttl_ms: u64,
+}
+
+fn reserve(config: &Config) -> Reserve {
+    Reserve { ttl_ms: config.reservation_ttl.as_millis() as u64 }
+}
+
+/// Replays the consumer's pending dead letters (`catalog replay-dead-letters`).
+pub async fn replay_dead_letters(pool: &Pool, config: &Config) -> Result<ReplayReport> {
+    dead_letters::replay(pool, &config.group, &reserve(config)).await
 }
 
 impl Handler for Reserve {

@@ -72,6 +72,12 @@ struct Args {
     /// How often reconciliation (and the timeout/expiry sweep) runs.
     #[arg(long, env = "SERVICE_RECONCILE_INTERVAL", value_parser = humantime::parse_duration, default_value = "2s")]
     reconcile_interval: Duration,
+    /// catalog, orders: at most this many change events per consumer batch (one database transaction).
+    #[arg(long, env = "SERVICE_BATCH_MAX", default_value = "500")]
+    batch_max: usize,
+    /// catalog, orders: how long a consumer batch waits for more events after its first.
+    #[arg(long, env = "SERVICE_BATCH_LINGER", value_parser = humantime::parse_duration, default_value = "2ms")]
+    batch_linger: Duration,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -80,6 +86,10 @@ struct Args {
 enum Command {
     /// Runs reconciliation once: prints what it found and repaired as JSON, then exits.
     Reconcile,
+    /// Re-applies the consumer's pending dead letters (of `--group`) through the consumer's idempotent apply: prints
+    /// which applied, which were already applied and which failed again (they stay, with the new error) as JSON;
+    /// exits 1 when any failed.
+    ReplayDeadLetters,
 }
 
 /// A service's settings.
@@ -96,6 +106,10 @@ pub struct Config {
     pub pending_timeout: Duration,
     pub reservation_ttl: Duration,
     pub reconcile_interval: Duration,
+    /// Consumer batches: at most this many events (default 500) ...
+    pub batch_max: usize,
+    /// ... or what arrived within this long of the first (default 2 ms).
+    pub batch_linger: Duration,
     /// Fault injection for tests: after this many applied events the consumer stops between its database commit
     /// and its offset commit, as a crash there would.
     pub stop_before_offset_commit: Option<u64>,
@@ -116,6 +130,8 @@ impl Config {
             pending_timeout: Duration::from_secs(60),
             reservation_ttl: Duration::from_secs(120),
             reconcile_interval: Duration::from_secs(2),
+            batch_max: 500,
+            batch_linger: Duration::from_millis(2),
             stop_before_offset_commit: None,
         }
     }
@@ -142,6 +158,9 @@ impl Config {
         }
         if self.reconcile_interval.is_zero() {
             bail!("--reconcile-interval must be more than zero");
+        }
+        if self.batch_max == 0 {
+            bail!("--batch-max (SERVICE_BATCH_MAX) must be at least 1");
         }
         Ok(())
     }
@@ -233,6 +252,8 @@ pub fn main(service: Service) -> ExitCode {
         pending_timeout: args.pending_timeout,
         reservation_ttl: args.reservation_ttl,
         reconcile_interval: args.reconcile_interval,
+        batch_max: args.batch_max,
+        batch_linger: args.batch_linger,
         stop_before_offset_commit: None,
     };
     if let Err(e) = config.validate(service) {
@@ -246,6 +267,18 @@ pub fn main(service: Service) -> ExitCode {
                 Ok(report) => {
                     println!("{}", serde_json::to_string_pretty(&report).expect("JSON"));
                     ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{}: {e:#}", service.name());
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        if let Some(Command::ReplayDeadLetters) = args.command {
+            return match replay_dead_letters(service, &config).await {
+                Ok(report) => {
+                    println!("{}", serde_json::to_string_pretty(&report).expect("JSON"));
+                    if report.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
                 }
                 Err(e) => {
                     eprintln!("{}: {e:#}", service.name());
@@ -294,6 +327,18 @@ pub async fn reconcile_once(service: Service, config: &Config) -> Result<crate::
         Service::Users => bail!("the users service has nothing to reconcile"),
         Service::Catalog => catalog::reconcile(&pool, config, &metrics).await?,
         Service::Orders => orders::reconcile(&pool, config, &metrics).await?,
+    };
+    pool.disconnect().await.ok();
+    Ok(report)
+}
+
+/// Replays the pending dead letters of `service`'s consumer and returns what became of them.
+pub async fn replay_dead_letters(service: Service, config: &Config) -> Result<crate::dead_letters::ReplayReport> {
+    let pool = connect(service, &config.mysql_url).await?;
+    let report = match service {
+        Service::Users => bail!("the users service consumes nothing, so it has no dead letters"),
+        Service::Catalog => catalog::replay_dead_letters(&pool, config).await?,
+        Service::Orders => orders::replay_dead_letters(&pool, config, Arc::new(Metrics::new(service.name()))).await?,
     };
     pool.disconnect().await.ok();
     Ok(report)
