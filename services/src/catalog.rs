@@ -28,6 +28,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::cli::Config;
 use crate::consumer::{self, column, ApplyError, ConsumerConfig, Handler, Incoming, Reconciliation};
+use crate::dead_letters::{self, ReplayReport};
 use crate::http::{is_duplicate, with_common_routes, ApiError, Body, ErrorBody, Id, Page, PageParams, Query};
 use crate::metrics::Metrics;
 use crate::money::Money;
@@ -136,9 +137,11 @@ pub fn start(pool: Pool, config: Arc<Config>, metrics: Arc<Metrics>, shutdown: C
         name: config.group.clone(),
         brokers: config.brokers.clone(),
         topics: vec![config.topic(&config.orders_db, "orders")],
+        batch_max: config.batch_max,
+        batch_linger: config.batch_linger,
         stop_before_offset_commit: config.stop_before_offset_commit,
     };
-    let handler = Arc::new(Reserve { ttl_ms: config.reservation_ttl.as_millis() as u64 });
+    let handler = Arc::new(reserve(&config));
     let consume = tokio::spawn(consumer::run(pool.clone(), consumer, handler, metrics.clone(), shutdown.clone()));
     let watch = ProgressConfig {
         brokers: config.brokers.clone(),
@@ -264,6 +267,15 @@ struct OrderedLine {
 /// Applies order change events to stock.
 struct Reserve {
     ttl_ms: u64,
+}
+
+fn reserve(config: &Config) -> Reserve {
+    Reserve { ttl_ms: config.reservation_ttl.as_millis() as u64 }
+}
+
+/// Replays the consumer's pending dead letters (`catalog replay-dead-letters`).
+pub async fn replay_dead_letters(pool: &Pool, config: &Config) -> Result<ReplayReport> {
+    dead_letters::replay(pool, &config.group, &reserve(config)).await
 }
 
 impl Handler for Reserve {
@@ -480,7 +492,7 @@ impl ExpiryRule {
         let covered: Option<i64> =
             tx.exec_first("SELECT covered_ms FROM known_progress WHERE topic = ?", (&self.topic,)).await?;
         let dead_letters: u64 = tx
-            .exec_first("SELECT COUNT(*) FROM dead_letters WHERE consumer = ? AND topic = ?", (&self.consumer, &self.topic))
+            .exec_first("SELECT COUNT(*) FROM dead_letters WHERE consumer = ? AND topic = ? AND replayed_at IS NULL", (&self.consumer, &self.topic))
             .await?
             .unwrap_or(0);
         let facts = progress::ExpiryFacts {

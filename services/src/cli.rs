@@ -79,6 +79,12 @@ struct Args {
     /// POST/PUT/PATCH/DELETE carrying any other `Origin` is refused with 403. Default: none.
     #[arg(long, env = "SERVICE_ALLOWED_ORIGINS", value_delimiter = ',')]
     allowed_origins: Vec<String>,
+    /// catalog, orders: at most this many change events per consumer batch (one database transaction).
+    #[arg(long, env = "SERVICE_BATCH_MAX", default_value = "500")]
+    batch_max: usize,
+    /// catalog, orders: how long a consumer batch waits for more events after its first.
+    #[arg(long, env = "SERVICE_BATCH_LINGER", value_parser = humantime::parse_duration, default_value = "2ms")]
+    batch_linger: Duration,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -89,6 +95,10 @@ enum Command {
     Reconcile,
     #[command(flatten)]
     Operator(crate::operator::OperatorCommand),
+    /// Re-applies the consumer's pending dead letters (of `--group`) through the consumer's idempotent apply: prints
+    /// which applied, which were already applied and which failed again (they stay, with the new error) as JSON;
+    /// exits 1 when any failed.
+    ReplayDeadLetters,
 }
 
 /// A service's settings.
@@ -109,6 +119,10 @@ pub struct Config {
     pub request_timeout: Duration,
     /// See `--allowed-origins`.
     pub allowed_origins: Vec<String>,
+    /// Consumer batches: at most this many events (default 500) ...
+    pub batch_max: usize,
+    /// ... or what arrived within this long of the first (default 2 ms).
+    pub batch_linger: Duration,
     /// Fault injection for tests: after this many applied events the consumer stops between its database commit
     /// and its offset commit, as a crash there would.
     pub stop_before_offset_commit: Option<u64>,
@@ -131,6 +145,8 @@ impl Config {
             reconcile_interval: Duration::from_secs(2),
             request_timeout: Duration::from_secs(10),
             allowed_origins: Vec::new(),
+            batch_max: 500,
+            batch_linger: Duration::from_millis(2),
             stop_before_offset_commit: None,
         }
     }
@@ -163,6 +179,9 @@ impl Config {
         }
         if let Some(bad) = self.allowed_origins.iter().find(|o| !valid_origin(o)) {
             bail!("--allowed-origins: `{bad}` is not an origin; write scheme://host[:port], e.g. https://shop.example:8443");
+        }
+        if self.batch_max == 0 {
+            bail!("--batch-max (SERVICE_BATCH_MAX) must be at least 1");
         }
         Ok(())
     }
@@ -267,6 +286,8 @@ pub fn main(service: Service) -> ExitCode {
         reconcile_interval: args.reconcile_interval,
         request_timeout: args.request_timeout,
         allowed_origins: args.allowed_origins,
+        batch_max: args.batch_max,
+        batch_linger: args.batch_linger,
         stop_before_offset_commit: None,
     };
     if let Err(e) = config.validate(service) {
@@ -292,6 +313,18 @@ pub fn main(service: Service) -> ExitCode {
                 Ok(report) => {
                     println!("{}", serde_json::to_string_pretty(&report).expect("JSON"));
                     ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{}: {e:#}", service.name());
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        if let Some(Command::ReplayDeadLetters) = args.command {
+            return match replay_dead_letters(service, &config).await {
+                Ok(report) => {
+                    println!("{}", serde_json::to_string_pretty(&report).expect("JSON"));
+                    if report.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
                 }
                 Err(e) => {
                     eprintln!("{}: {e:#}", service.name());
@@ -340,6 +373,18 @@ pub async fn reconcile_once(service: Service, config: &Config) -> Result<crate::
         Service::Users => bail!("the users service has nothing to reconcile"),
         Service::Catalog => catalog::reconcile(&pool, config, &metrics).await?,
         Service::Orders => orders::reconcile(&pool, config, &metrics).await?,
+    };
+    pool.disconnect().await.ok();
+    Ok(report)
+}
+
+/// Replays the pending dead letters of `service`'s consumer and returns what became of them.
+pub async fn replay_dead_letters(service: Service, config: &Config) -> Result<crate::dead_letters::ReplayReport> {
+    let pool = connect(service, &config.mysql_url).await?;
+    let report = match service {
+        Service::Users => bail!("the users service consumes nothing, so it has no dead letters"),
+        Service::Catalog => catalog::replay_dead_letters(&pool, config).await?,
+        Service::Orders => orders::replay_dead_letters(&pool, config, Arc::new(Metrics::new(service.name()))).await?,
     };
     pool.disconnect().await.ok();
     Ok(report)

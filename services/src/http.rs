@@ -279,12 +279,15 @@ async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse 
 }
 
 async fn health(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    match metrics.problem() {
-        None => (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))),
-        Some(reason) => {
-            (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": "unavailable", "reason": reason})))
-        }
+    let (status, mut body) = match metrics.problem() {
+        None => (StatusCode::OK, serde_json::json!({"status": "ok"})),
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"status": "unavailable", "reason": reason})),
+    };
+    // A warning (pending dead letters) needs an operator but no restart: the status stays.
+    if let Some(warning) = metrics.warning() {
+        body["warning"] = warning.into();
     }
+    (status, Json(body))
 }
 
 #[cfg(test)]

@@ -113,7 +113,7 @@ async fn audit(tx: &mut Transaction<'static>, who: &Operator, action: &str, subj
 
 fn applied(e: ApplyError) -> ApiError {
     match e {
-        ApplyError::Transient(e) => e.into(),
+        ApplyError::Database(e) => e.into(),
         ApplyError::Permanent(m) => ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", m),
     }
 }

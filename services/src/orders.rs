@@ -27,6 +27,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::cli::Config;
 use crate::consumer::{self, column, ApplyError, Cause, ConsumerConfig, Handler, Incoming, Reconciliation};
+use crate::dead_letters::{self, ReplayReport};
 use crate::http::{with_common_routes, ApiError, Body, ErrorBody, Id, Page, PageParams, Query};
 use crate::metrics::Metrics;
 use crate::money::Money;
@@ -125,17 +126,13 @@ pub fn start(pool: Pool, config: Arc<Config>, metrics: Arc<Metrics>, shutdown: C
         .route("/orders/{id}/cancel", post(cancel_order))
         .with_state(AppState { pool: pool.clone() })
         .merge(operator::orders_routes(pool.clone()));
-    let handler = Arc::new(Workflow {
-        users: config.topic(&config.users_db, "users"),
-        products: config.topic(&config.catalog_db, "products"),
-        reservations: config.topic(&config.catalog_db, "reservations"),
-        pending_timeout_us: config.pending_timeout.as_micros() as u64,
-        metrics: metrics.clone(),
-    });
+    let handler = Arc::new(workflow(&config, metrics.clone()));
     let consumer = ConsumerConfig {
         name: config.group.clone(),
         brokers: config.brokers.clone(),
         topics: vec![handler.users.clone(), handler.products.clone(), handler.reservations.clone()],
+        batch_max: config.batch_max,
+        batch_linger: config.batch_linger,
         stop_before_offset_commit: config.stop_before_offset_commit,
     };
     let consume = tokio::spawn(consumer::run(pool.clone(), consumer, handler, metrics.clone(), shutdown.clone()));
@@ -346,6 +343,21 @@ struct Workflow {
     reservations: String,
     pending_timeout_us: u64,
     metrics: Arc<Metrics>,
+}
+
+fn workflow(config: &Config, metrics: Arc<Metrics>) -> Workflow {
+    Workflow {
+        users: config.topic(&config.users_db, "users"),
+        products: config.topic(&config.catalog_db, "products"),
+        reservations: config.topic(&config.catalog_db, "reservations"),
+        pending_timeout_us: config.pending_timeout.as_micros() as u64,
+        metrics,
+    }
+}
+
+/// Replays the consumer's pending dead letters (`orders replay-dead-letters`).
+pub async fn replay_dead_letters(pool: &Pool, config: &Config, metrics: Arc<Metrics>) -> Result<ReplayReport> {
+    dead_letters::replay(pool, &config.group, &workflow(config, metrics)).await
 }
 
 /// What changed, for metrics after the commit: the new status and the order's age at that moment.

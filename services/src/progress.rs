@@ -49,7 +49,7 @@ pub enum Hold {
     NotDue,
     /// The orders stream is not applied far enough to know the order stayed PENDING past the TTL.
     NotConsumedFarEnough,
-    /// An orders event of this consumer is in `dead_letters`: it may be the one that confirmed the order.
+    /// An orders event of this consumer is pending in `dead_letters` (not replayed): it may be the one that confirmed the order.
     DeadLetters,
 }
 
