@@ -16,6 +16,7 @@
 //!
 //! The pure mapping from an event to rows is [`model::apply`]; [`runtime`] owns all I/O.
 
+pub mod cluster;
 pub mod config;
 pub mod dashboard;
 pub mod http;

@@ -183,7 +183,9 @@ impl ClickHouseViewStore {
             .with_user(&c.clickhouse_user)
             .with_password(&c.clickhouse_password)
             .with_validation(false);
-        for statement in schema::ddl(&c.database) {
+        let ddl = crate::cluster::for_servers(settings.cluster.as_ref(), schema::ddl(&c.database), &c.database)
+            .map_err(|e| clickhouse::error::Error::Custom(e.to_string()))?;
+        for statement in ddl {
             base.query(&statement).execute().await?;
         }
         Ok(ClickHouseViewStore { client: base.with_database(&c.database), db: c.database.clone() })
