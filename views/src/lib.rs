@@ -21,6 +21,7 @@ pub mod config;
 pub mod dashboard;
 pub mod http;
 pub mod lag;
+pub mod group;
 pub mod metrics;
 pub mod model;
 pub mod runtime;
