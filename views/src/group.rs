@@ -144,9 +144,23 @@ pub fn read_group_offsets<C: rdkafka::consumer::ConsumerContext>(
 
 /// Reads every partition of the heartbeat topic into the coverage, outside the group, until `shutdown`: each
 /// partition from its newest heartbeat when found at start, from its beginning when it appears later.
-pub fn heartbeats(mut config: ClientConfig, topic: String, metrics: Arc<Metrics>, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let consumer: Arc<StreamConsumer> =
-        Arc::new(config.set("enable.auto.commit", "false").set("enable.auto.offset.store", "false").create()?);
+///
+/// librdkafka assigns partitions only to a consumer with a `group.id`: it gets `<group>.heartbeats`, never joins
+/// that group (it only assigns) and never commits.
+pub fn heartbeats(
+    mut config: ClientConfig,
+    group: &str,
+    topic: String,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let consumer: Arc<StreamConsumer> = Arc::new(
+        config
+            .set("group.id", format!("{group}.heartbeats"))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .create()?,
+    );
     tokio::spawn(async move {
         let mut known = BTreeSet::new();
         for round in 0u64.. {
@@ -158,15 +172,17 @@ pub fn heartbeats(mut config: ClientConfig, topic: String, metrics: Arc<Metrics>
                     })
                 })
                 .await;
-                let mut new = TopicPartitionList::new();
+                // The whole list again, with the positions reached so far.
+                let mut list = consumer.position().unwrap_or_default();
+                let before = known.len();
                 for p in found.ok().and_then(Result::ok).unwrap_or_default() {
                     if known.insert(p) {
-                        let from = if round == 0 { Offset::OffsetTail(1) } else { Offset::Beginning };
-                        let _ = new.add_partition_offset(&topic, p, from);
+                        let from = if before == 0 { Offset::OffsetTail(1) } else { Offset::Beginning };
+                        let _ = list.add_partition_offset(&topic, p, from);
                     }
                 }
-                if new.count() > 0 {
-                    if let Err(e) = consumer.incremental_assign(&new) {
+                if known.len() > before {
+                    if let Err(e) = consumer.assign(&list) {
                         tracing::warn!(error = %e, "assigning the heartbeat partitions; retrying");
                         known.clear();
                     }

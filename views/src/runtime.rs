@@ -306,7 +306,7 @@ pub async fn run(settings: Settings, store: ClickHouseViewStore, metrics: Arc<Me
     if group {
         // The group assigns the change topics' partitions; every instance reads every heartbeat itself.
         consumer.subscribe(&t.changes())?;
-        crate::group::heartbeats(heartbeat_client, t.heartbeats.clone(), metrics.clone(), shutdown.clone())?;
+        crate::group::heartbeats(heartbeat_client, &c.group, t.heartbeats.clone(), metrics.clone(), shutdown.clone())?;
     } else {
         topics.push(t.heartbeats.clone());
     }
