@@ -315,6 +315,9 @@ pub async fn run(settings: Settings, store: ClickHouseViewStore, metrics: Arc<Me
     let committed: Arc<Mutex<HashMap<(String, i32), i64>>> = Arc::default();
     let lag = tokio::spawn(partitions_monitor(consumer.clone(), topics, group, committed.clone(), metrics.clone(), shutdown.clone()));
     let result = consume(&settings, &store, &metrics, &consumer, &entities, &committed, (handoff, revokes), &shutdown).await;
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "consuming stopped");
+    }
     shutdown.cancel();
     let _ = lag.await;
     result
