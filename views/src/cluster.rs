@@ -510,7 +510,8 @@ mod tests {
 
     #[test]
     fn statements_that_cannot_be_made_cluster_wide_are_refused() {
-        let cases: [(&str, fn(&RewriteError) -> bool); 10] = [
+        type Expected = fn(&RewriteError) -> bool;
+        let cases: [(&str, Expected); 10] = [
             ("CREATE TABLE db.m (x UInt8) ENGINE = Memory", |e| matches!(e, RewriteError::UnknownEngine { engine, .. } if engine == "Memory")),
             ("CREATE TABLE db.l (x UInt8) ENGINE = TinyLog", |e| matches!(e, RewriteError::UnknownEngine { .. })),
             ("CREATE TABLE db.n (x UInt8) ENGINE = FancyNewTree ORDER BY x", |e| matches!(e, RewriteError::UnknownEngine { .. })),

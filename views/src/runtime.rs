@@ -627,6 +627,7 @@ fn close_at(previous_write: Option<Instant>, batch_wait: Duration) -> Instant {
 /// after a quiet spell is written at once, and under load every write carries what arrived since the last. The
 /// freshness rows of written batches go with a later write, at most once per [`FRESHNESS_EVERY`], or alone when
 /// nothing else arrives.
+#[allow(clippy::too_many_arguments)] // the loop's shared state, each passed once from `run`
 async fn consume(
     settings: &Settings,
     store: &ClickHouseViewStore,

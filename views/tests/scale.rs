@@ -92,7 +92,7 @@ async fn two_instances_share_the_partitions_and_caught_up_needs_both() -> Result
     let p = Pipeline::start("scale").await?;
     let database = cdc_tests::unique_name("scale");
     let config = "batch_wait = \"20ms\"\nheartbeat_timeout = \"4s\"\nassignment = \"group\"\n";
-    let mut a = p.views_in(&database, config)?;
+    let a = p.views_in(&database, config)?;
     for id in 1..=5 {
         p.users.exec(&format!("INSERT INTO users (id, email, name, country) VALUES ({id}, 'u{id}@x.io', 'U{id}', 'FR')")).await?;
         p.catalog
