@@ -8,6 +8,8 @@
 //! An event whose *content* cannot apply (not a change event, a missing column, data the schema refuses: see
 //! [`mysql_error_kind`]) must not take the others down with it: the transaction is rolled back and the batch runs
 //! again with that event stored in `dead_letters` instead of applied, in the same transaction as the others' effects.
+//! The handler may apply the batch's events with statements that cover many of them ([`Handler::apply_all`]); when
+//! such a statement refuses the data, the batch runs again with its events applied one by one, to find the event.
 //! Any other database error rolls the whole batch back and is returned: the caller retries the batch, and nothing
 //! of it (effects, dead letters, offsets) is committed meanwhile.
 
@@ -18,7 +20,7 @@ use cdc_contract::ChangeEvent;
 use mysql_async::prelude::*;
 use mysql_async::{Pool, Transaction, TxOpts};
 
-use crate::consumer::{ApplyError, Handler, Incoming};
+use crate::consumer::{apply_each, ApplyError, BatchError, Handler, Incoming};
 use crate::dead_letters;
 
 /// A message taken from a topic, or a stored dead letter replayed.
@@ -65,6 +67,9 @@ pub enum Outcome {
 
 /// Applies `batch` in one transaction (see the module doc). `Err` is a database error that is not about an
 /// event's content: nothing was committed, and the caller retries the batch.
+///
+/// The events to apply go to [`Handler::apply_all`] together. When one of its statements that covers several
+/// events refuses their data, the batch runs again with the events applied one by one, which finds the event.
 pub async fn apply_batch<H: Handler>(
     pool: &Pool,
     consumer: &str,
@@ -72,8 +77,9 @@ pub async fn apply_batch<H: Handler>(
     batch: &[Message],
 ) -> Result<Vec<Outcome>, mysql_async::Error> {
     let mut refused: HashMap<usize, String> = HashMap::new();
+    let mut one_by_one = false;
     loop {
-        match attempt(pool, consumer, handler, batch, &refused).await {
+        match attempt(pool, consumer, handler, batch, &refused, one_by_one).await {
             Ok((outcomes, notes)) => {
                 for note in notes {
                     handler.committed(note);
@@ -84,6 +90,7 @@ pub async fn apply_batch<H: Handler>(
             Err(Failed::Content(index, reason)) => {
                 refused.insert(index, reason);
             }
+            Err(Failed::Located) => one_by_one = true,
             Err(Failed::Database(e)) => return Err(e),
         }
     }
@@ -92,6 +99,8 @@ pub async fn apply_batch<H: Handler>(
 enum Failed {
     /// The event at this index cannot apply by its content.
     Content(usize, String),
+    /// A statement for several events refused their data: apply them one by one to find which.
+    Located,
     Database(mysql_async::Error),
 }
 
@@ -109,13 +118,15 @@ async fn attempt<H: Handler>(
     handler: &H,
     batch: &[Message],
     refused: &HashMap<usize, String>,
+    one_by_one: bool,
 ) -> Result<(Vec<Outcome>, Vec<H::Note>), Failed> {
     let mut tx = pool.start_transaction(TxOpts::default()).await?;
     let mut versions = applied_versions(&mut tx, consumer, batch).await?;
     // Per key, the index of its newest applied event in this batch: written to applied_events at the end.
     let mut newest: HashMap<(&str, &str), usize> = HashMap::new();
     let mut outcomes = Vec::with_capacity(batch.len());
-    let mut notes = Vec::new();
+    // The events to apply, in batch order, and their indexes in the batch.
+    let (mut indexes, mut events) = (Vec::new(), Vec::new());
     for (index, message) in batch.iter().enumerate() {
         let (incoming, version) = match (&message.parsed, refused.get(&index)) {
             (_, Some(reason)) | (Err(reason), None) => {
@@ -133,23 +144,27 @@ async fn attempt<H: Handler>(
             outcomes.push(Outcome::Duplicate);
             continue;
         }
-        match handler.apply(&mut tx, incoming).await {
-            Ok(note) => {
-                versions.insert(slot, version);
-                newest.insert(slot, index);
-                notes.push(note);
-                if let Some(id) = message.letter {
-                    dead_letters::replayed(&mut tx, id, "applied").await?;
-                }
-                outcomes.push(Outcome::Applied);
-            }
-            Err(ApplyError::Permanent(reason)) => return Err(Failed::Content(index, reason)),
-            Err(ApplyError::Database(e)) if mysql_error_kind(&e) == MySqlErrorKind::Data => {
-                return Err(Failed::Content(index, format!("the database refuses the event's data: {e}")));
-            }
-            Err(ApplyError::Database(e)) => return Err(Failed::Database(e)),
+        // Applied below, or the attempt fails and runs again.
+        versions.insert(slot, version);
+        newest.insert(slot, index);
+        if let Some(id) = message.letter {
+            dead_letters::replayed(&mut tx, id, "applied").await?;
         }
+        outcomes.push(Outcome::Applied);
+        indexes.push(index);
+        events.push(incoming);
     }
+    let applied = if one_by_one { apply_each(handler, &mut tx, &events).await } else { handler.apply_all(&mut tx, &events).await };
+    let notes = match applied {
+        Ok(notes) => notes,
+        Err(BatchError::Event(i, ApplyError::Permanent(reason))) => return Err(Failed::Content(indexes[i], reason)),
+        Err(BatchError::Event(i, ApplyError::Database(e))) if mysql_error_kind(&e) == MySqlErrorKind::Data => {
+            return Err(Failed::Content(indexes[i], format!("the database refuses the event's data: {e}")));
+        }
+        Err(BatchError::Event(_, ApplyError::Database(e))) => return Err(Failed::Database(e)),
+        Err(BatchError::Set(e)) if mysql_error_kind(&e) == MySqlErrorKind::Data && !one_by_one => return Err(Failed::Located),
+        Err(BatchError::Set(e)) => return Err(Failed::Database(e)),
+    };
     let mut applied: Vec<usize> = newest.into_values().collect();
     applied.sort_unstable();
     record_applied(&mut tx, consumer, batch, &applied).await?;

@@ -101,8 +101,47 @@ pub trait Handler: Send + Sync + 'static {
         incoming: &'a Incoming,
     ) -> impl Future<Output = Result<Self::Note, ApplyError>> + Send + 'a;
 
+    /// Applies several such events, in their order (the batch's events to apply). The default applies them one
+    /// by one; a handler may override it with statements that cover many events at once, as long as the effect is
+    /// that of applying them in order per key. Its notes go to [`Handler::committed`], in any number.
+    fn apply_all<'a>(
+        &'a self,
+        tx: &'a mut Transaction<'static>,
+        events: &'a [&'a Incoming],
+    ) -> impl Future<Output = Result<Vec<Self::Note>, BatchError>> + Send + 'a
+    where
+        Self: Sized,
+    {
+        apply_each(self, tx, events)
+    }
+
     /// Called after the commit.
     fn committed(&self, note: Self::Note);
+}
+
+/// Why [`Handler::apply_all`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// The event at this index of the slice failed.
+    #[error("event {0}: {1}")]
+    Event(usize, ApplyError),
+    /// A statement covering several events failed; it does not say which event (a data error is located by
+    /// applying the events one by one).
+    #[error(transparent)]
+    Set(#[from] mysql_async::Error),
+}
+
+/// Applies `events` one by one with [`Handler::apply`].
+pub async fn apply_each<H: Handler>(
+    handler: &H,
+    tx: &mut Transaction<'static>,
+    events: &[&Incoming],
+) -> Result<Vec<H::Note>, BatchError> {
+    let mut notes = Vec::with_capacity(events.len());
+    for (i, incoming) in events.iter().enumerate() {
+        notes.push(handler.apply(tx, incoming).await.map_err(|e| BatchError::Event(i, e))?);
+    }
+    Ok(notes)
 }
 
 /// Consumer settings.

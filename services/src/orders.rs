@@ -26,13 +26,15 @@ use tokio_util::sync::CancellationToken;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::cli::Config;
-use crate::consumer::{self, column, ApplyError, Cause, ConsumerConfig, Handler, Incoming, Reconciliation};
+use crate::consumer::{self, column, ApplyError, BatchError, Cause, ConsumerConfig, Handler, Incoming, Reconciliation};
 use crate::dead_letters::{self, ReplayReport};
 use crate::http::{with_common_routes, ApiError, Body, ErrorBody, Id, Page, PageParams, Query};
 use crate::metrics::Metrics;
 use crate::money::Money;
 use crate::operator;
 use crate::users::TS;
+
+mod batch;
 
 /// At most this many lines per order.
 pub const MAX_LINES: usize = 100;
@@ -399,6 +401,10 @@ impl Handler for Workflow {
         }
     }
 
+    async fn apply_all<'a>(&'a self, tx: &'a mut Transaction<'static>, events: &'a [&'a Incoming]) -> Result<Vec<Decided>, BatchError> {
+        batch::apply_all(self, tx, events).await
+    }
+
     fn committed(&self, note: Decided) {
         if let Some((status, age)) = note {
             self.metrics.transition(status);
@@ -439,17 +445,23 @@ impl Workflow {
             .await?
             .unwrap_or(u64::MAX);
         let cause = incoming.cause();
-        let (to, why): (&'static str, Option<String>) = match status.as_str() {
-            "RESERVED" if age_us > self.pending_timeout_us => {
-                ("CANCELLED", Some("stock was reserved only after the pending timeout".into()))
-            }
-            "RESERVED" => ("CONFIRMED", None),
-            "REJECTED" => ("REJECTED", reason),
-            "EXPIRED" => ("CANCELLED", Some("the stock reservation expired".into())),
-            _ => return Ok(None),
-        };
+        let Some((to, why)) = self.decision(&status, reason, age_us) else { return Ok(None) };
         transition(tx, order_id, to, why.as_deref(), "reservation", Some(&cause)).await?;
         Ok(Some((to, age_us as f64 / 1e6)))
+    }
+
+    /// The new status of a `PENDING` order for its reservation's `status`, given the order's age read under its row
+    /// lock; `None` changes nothing.
+    fn decision(&self, status: &str, reason: Option<String>, age_us: u64) -> Option<(&'static str, Option<String>)> {
+        match status {
+            "RESERVED" if age_us > self.pending_timeout_us => {
+                Some(("CANCELLED", Some("stock was reserved only after the pending timeout".into())))
+            }
+            "RESERVED" => Some(("CONFIRMED", None)),
+            "REJECTED" => Some(("REJECTED", reason)),
+            "EXPIRED" => Some(("CANCELLED", Some("the stock reservation expired".into()))),
+            _ => None,
+        }
     }
 }
 
