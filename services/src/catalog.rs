@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::cli::Config;
-use crate::consumer::{self, column, ApplyError, ConsumerConfig, Handler, Incoming, Reconciliation};
+use crate::consumer::{self, ApplyError, BatchError, ConsumerConfig, Handler, Incoming, Reconciliation};
 use crate::dead_letters::{self, ReplayReport};
 use crate::http::{is_duplicate, with_common_routes, ApiError, Body, ErrorBody, Id, Page, PageParams, Query};
 use crate::metrics::Metrics;
@@ -35,6 +35,9 @@ use crate::money::Money;
 use crate::operator;
 use crate::progress::{self, ProgressConfig};
 use crate::users::{check_text, TS};
+
+mod batch;
+use batch::{Action, OrderChange};
 
 /// A product with its available stock.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -282,34 +285,24 @@ impl Handler for Reserve {
     type Note = ();
 
     async fn apply<'a>(&'a self, tx: &'a mut Transaction<'static>, incoming: &'a Incoming) -> Result<(), ApplyError> {
-        if incoming.event.op == cdc_contract::Op::Truncate {
-            tracing::warn!(topic = %incoming.topic, "orders table truncated; reservations are left to reconciliation");
-            return Ok(());
-        }
-        let row = incoming.row()?;
-        let order_id = column(row, "id", |v| v.as_u64())?;
-        let Some(after) = &incoming.event.after else {
-            remember(tx, order_id, "DELETED", None).await?;
-            return release(tx, order_id, "RELEASED", "the order was deleted").await;
-        };
-        let status = column(after, "status", |v| v.as_str().map(str::to_owned))?;
-        // In the orders database's clock: the orders service confirms only within its pending timeout of created_at.
-        let created_ms = after.get("created_at").and_then(|v| v.as_u64()).map_or(0, |v| v as i64);
-        let pending_since = (status == "PENDING").then(|| created_ms.max(incoming.event.source.ts_ms));
-        remember(tx, order_id, &status, pending_since).await?;
-        match status.as_str() {
-            "PENDING" => {
+        let Some(change) = OrderChange::of(incoming)? else { return Ok(()) };
+        remember(tx, change.order_id, &change.status, change.pending_since).await?;
+        match change.action {
+            Action::Decide(lines) => {
                 let decided: Option<String> =
-                    tx.exec_first("SELECT status FROM reservations WHERE order_id = ?", (order_id,)).await?;
+                    tx.exec_first("SELECT status FROM reservations WHERE order_id = ?", (change.order_id,)).await?;
                 if decided.is_none() {
-                    let lines = after.get("items").and_then(|v| v.as_str());
-                    decide(tx, order_id, lines, self.ttl_ms).await?;
+                    decide(tx, change.order_id, lines, self.ttl_ms).await?;
                 }
                 Ok(())
             }
-            "CANCELLED" | "REJECTED" => release(tx, order_id, "RELEASED", &format!("the order is {status}")).await,
-            _ => Ok(()),
+            Action::Release(reason) => release(tx, change.order_id, "RELEASED", &reason).await,
+            Action::Nothing => Ok(()),
         }
+    }
+
+    async fn apply_all<'a>(&'a self, tx: &'a mut Transaction<'static>, events: &'a [&'a Incoming]) -> Result<Vec<()>, BatchError> {
+        batch::apply_all(self, tx, events).await
     }
 
     fn committed(&self, (): ()) {}
@@ -317,27 +310,20 @@ impl Handler for Reserve {
 
 /// Records the order's newest status, and for a PENDING one the newest `pending_since_ms` (see [`crate::progress`]).
 async fn remember(tx: &mut Transaction<'static>, order_id: u64, status: &str, pending_since: Option<i64>) -> Result<(), ApplyError> {
-    tx.exec_drop(
-        "INSERT INTO known_orders (id, status, pending_since_ms) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE \
-         status = VALUES(status), pending_since_ms = GREATEST(COALESCE(pending_since_ms, 0), COALESCE(VALUES(pending_since_ms), 0))",
-        (order_id, status, pending_since),
-    )
-    .await?;
+    tx.exec_drop(format!("INSERT INTO {KNOWN_ORDERS} VALUES (?, ?, ?) {REMEMBER}"), (order_id, status, pending_since)).await?;
     Ok(())
 }
 
+const KNOWN_ORDERS: &str = "known_orders (id, status, pending_since_ms)";
+/// The newest status, and the newest `pending_since_ms` of the order's `PENDING` events.
+const REMEMBER: &str = "ON DUPLICATE KEY UPDATE status = VALUES(status), \
+     pending_since_ms = GREATEST(COALESCE(pending_since_ms, 0), COALESCE(VALUES(pending_since_ms), 0))";
+
 /// Reserves every line's stock, or rejects the order without taking any.
 async fn decide(tx: &mut Transaction<'static>, order_id: u64, lines: Option<&str>, ttl_ms: u64) -> Result<(), ApplyError> {
-    let wanted: BTreeMap<u64, u64> = match lines.map(serde_json::from_str::<Vec<OrderedLine>>) {
-        Some(Ok(lines)) if !lines.is_empty() => {
-            let mut wanted = BTreeMap::new();
-            for l in lines {
-                *wanted.entry(l.product_id).or_insert(0) += u64::from(l.quantity);
-            }
-            wanted
-        }
-        Some(Err(e)) => return reject(tx, order_id, &format!("the order's lines cannot be read: {e}"), ttl_ms).await,
-        _ => return reject(tx, order_id, "the order lists no lines", ttl_ms).await,
+    let wanted = match wanted(lines) {
+        Ok(wanted) => wanted,
+        Err(reason) => return reject(tx, order_id, &reason, ttl_ms).await,
     };
     if let Err(reason) = take_stock(tx, &wanted).await? {
         return reject(tx, order_id, &reason, ttl_ms).await;
@@ -354,6 +340,32 @@ async fn decide(tx: &mut Transaction<'static>, order_id: u64, lines: Option<&str
     Ok(())
 }
 
+/// The units wanted per product of an order's `items`, or why the order is rejected.
+fn wanted(lines: Option<&str>) -> Result<BTreeMap<u64, u64>, String> {
+    match lines.map(serde_json::from_str::<Vec<OrderedLine>>) {
+        Some(Ok(lines)) if !lines.is_empty() => {
+            let mut wanted = BTreeMap::new();
+            for l in lines {
+                *wanted.entry(l.product_id).or_insert(0) += u64::from(l.quantity);
+            }
+            Ok(wanted)
+        }
+        Some(Err(e)) => Err(format!("the order's lines cannot be read: {e}")),
+        _ => Err("the order lists no lines".into()),
+    }
+}
+
+/// Which product of `wanted` is short in `stock` (product -> available units), if any.
+fn shortage(wanted: &BTreeMap<u64, u64>, stock: &BTreeMap<u64, u64>) -> Option<String> {
+    wanted.iter().find_map(|(&product, &quantity)| match stock.get(&product) {
+        None => Some(format!("product {product} does not exist")),
+        Some(&have) if have < quantity => {
+            Some(format!("insufficient stock for product {product}: {quantity} requested, {have} available"))
+        }
+        Some(_) => None,
+    })
+}
+
 /// Locks the products in id order (no deadlock between concurrent decisions) and takes the stock of every line,
 /// or takes none and says which product is short.
 async fn take_stock(tx: &mut Transaction<'static>, wanted: &BTreeMap<u64, u64>) -> Result<Result<(), String>, mysql_async::Error> {
@@ -361,15 +373,9 @@ async fn take_stock(tx: &mut Transaction<'static>, wanted: &BTreeMap<u64, u64>) 
     let stock: Vec<(u64, u32)> = tx
         .query(format!("SELECT id, stock FROM products WHERE id IN ({}) ORDER BY id FOR UPDATE", ids.join(",")))
         .await?;
-    let stock: BTreeMap<u64, u32> = stock.into_iter().collect();
-    for (&product, &quantity) in wanted {
-        match stock.get(&product) {
-            None => return Ok(Err(format!("product {product} does not exist"))),
-            Some(&have) if u64::from(have) < quantity => {
-                return Ok(Err(format!("insufficient stock for product {product}: {quantity} requested, {have} available")));
-            }
-            Some(_) => {}
-        }
+    let stock: BTreeMap<u64, u64> = stock.into_iter().map(|(id, have)| (id, u64::from(have))).collect();
+    if let Some(reason) = shortage(wanted, &stock) {
+        return Ok(Err(reason));
     }
     for (&product, &quantity) in wanted {
         tx.exec_drop("UPDATE products SET stock = stock - ? WHERE id = ?", (quantity, product)).await?;

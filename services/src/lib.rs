@@ -24,6 +24,7 @@ pub mod money;
 pub mod operator;
 pub mod orders;
 pub mod progress;
+pub mod rows;
 pub mod users;
 
 pub use cli::{main, Service};

@@ -18,11 +18,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use mysql_async::prelude::*;
 use mysql_async::{Transaction, Value};
 
+use crate::rows::{id_list, insert};
+
 use super::{Decided, Workflow};
 use crate::consumer::{column, ApplyError, BatchError, Cause, Incoming};
-
-/// At most this many rows per multi-row statement.
-const CHUNK: usize = 500;
 
 /// One reservation event: the order, and the reservation's status and reason (`None`: the reservation was deleted).
 struct Reservation<'e> {
@@ -40,13 +39,14 @@ pub(super) async fn apply_all(wf: &Workflow, tx: &mut Transaction<'static>, even
         let parsed = parse(wf, incoming, &mut users, &mut products, &mut reservations);
         parsed.map_err(|e| BatchError::Event(i, e))?;
     }
-    upsert(tx, "known_users (id, deleted)", "deleted = VALUES(deleted)", users.into_iter().map(|(id, del)| vec![id.into(), del.into()]))
-        .await?;
-    upsert(
+    let users = users.into_iter().map(|(id, del)| vec![id.into(), del.into()]).collect();
+    insert(tx, "known_users (id, deleted)", "ON DUPLICATE KEY UPDATE deleted = VALUES(deleted)", users).await?;
+    let products = products.into_iter().map(|(id, (name, price, del))| vec![id.into(), name.into(), price.into(), del.into()]);
+    insert(
         tx,
         "known_products (id, name, price, deleted)",
-        "name = VALUES(name), price = VALUES(price), deleted = VALUES(deleted)",
-        products.into_iter().map(|(id, (name, price, del))| vec![id.into(), name.into(), price.into(), del.into()]),
+        "ON DUPLICATE KEY UPDATE name = VALUES(name), price = VALUES(price), deleted = VALUES(deleted)",
+        products.collect(),
     )
     .await?;
     let mut notes = Vec::new();
@@ -97,33 +97,6 @@ fn parse<'e>(
     Ok(())
 }
 
-/// `INSERT INTO <into> VALUES <rows> ON DUPLICATE KEY UPDATE <update>`, `CHUNK` rows per statement.
-async fn upsert(
-    tx: &mut Transaction<'static>,
-    into: &str,
-    update: &str,
-    rows: impl Iterator<Item = Vec<Value>>,
-) -> Result<(), mysql_async::Error> {
-    let rows: Vec<Vec<Value>> = rows.collect();
-    for chunk in rows.chunks(CHUNK) {
-        let (sql, params) = values(chunk);
-        tx.exec_drop(format!("INSERT INTO {into} VALUES {sql} ON DUPLICATE KEY UPDATE {update}"), params).await?;
-    }
-    Ok(())
-}
-
-/// The `(?, ...), (?, ...)` of `rows` and their parameters.
-fn values(rows: &[Vec<Value>]) -> (String, Vec<Value>) {
-    let width = rows.first().map_or(0, Vec::len);
-    let row = format!("({})", vec!["?"; width].join(", "));
-    (vec![row.as_str(); rows.len()].join(", "), rows.iter().flatten().cloned().collect())
-}
-
-/// `id IN (...)` of integer ids (no parameters needed).
-fn id_list(ids: impl IntoIterator<Item = u64>) -> String {
-    ids.into_iter().map(|id| id.to_string()).collect::<Vec<_>>().join(",")
-}
-
 /// Applies a run of reservation events of distinct orders (see the module doc).
 async fn decide(wf: &Workflow, tx: &mut Transaction<'static>, run: &[Reservation<'_>]) -> Result<Vec<Decided>, BatchError> {
     let deleted: Vec<u64> = run.iter().filter(|r| r.state.is_none()).map(|r| r.order_id).collect();
@@ -135,11 +108,11 @@ async fn decide(wf: &Workflow, tx: &mut Transaction<'static>, run: &[Reservation
     if known.is_empty() {
         return Ok(Vec::new());
     }
-    upsert(
+    insert(
         tx,
         "known_reservations (order_id, status, reason)",
-        "status = VALUES(status), reason = VALUES(reason)",
-        known.iter().map(|&(id, status, why)| vec![id.into(), status.into(), why.into()]),
+        "ON DUPLICATE KEY UPDATE status = VALUES(status), reason = VALUES(reason)",
+        known.iter().map(|&(id, status, why)| vec![id.into(), status.into(), why.into()]).collect(),
     )
     .await?;
     let mut ids: Vec<u64> = known.iter().map(|k| k.0).collect();
@@ -175,35 +148,7 @@ async fn decide(wf: &Workflow, tx: &mut Transaction<'static>, run: &[Reservation
     for (next, ids) in to {
         tx.exec_drop(format!("UPDATE orders SET status = ? WHERE id IN ({})", id_list(ids)), (next,)).await?;
     }
-    for chunk in history.chunks(CHUNK) {
-        let (sql, params) = values(chunk);
-        tx.exec_drop(
-            format!(
-                "INSERT INTO order_history (order_id, status, reason, cause, event_topic, event_file, event_pos, event_row) \
-                 VALUES {sql}"
-            ),
-            params,
-        )
-        .await?;
-    }
+    let into = "order_history (order_id, status, reason, cause, event_topic, event_file, event_pos, event_row)";
+    insert(tx, into, "", history).await?;
     Ok(notes)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn values_and_id_lists() {
-        let cases: Vec<(Vec<Vec<Value>>, &str, usize)> = vec![
-            (vec![], "", 0),
-            (vec![vec![1_u64.into()]], "(?)", 1),
-            (vec![vec![1_u64.into(), "a".into()], vec![2_u64.into(), "b".into()]], "(?, ?), (?, ?)", 4),
-        ];
-        for (rows, sql, params) in cases {
-            let (s, p) = values(&rows);
-            assert_eq!((s.as_str(), p.len()), (sql, params));
-        }
-        assert_eq!(id_list([3, 1, 2]), "3,1,2");
-    }
 }
