@@ -11,6 +11,7 @@
 //! `CONFIRMED` orders whose reservation is not held (the catalog repairs those). `orders force-cancel` (and `POST
 //! /orders/{id}/force-cancel`) cancels an order as an operator, with an audit row ([`crate::operator`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -32,6 +33,7 @@ use crate::http::{with_common_routes, ApiError, Body, ErrorBody, Id, Page, PageP
 use crate::metrics::Metrics;
 use crate::money::Money;
 use crate::operator;
+use crate::rows::{self, id_list};
 use crate::users::TS;
 
 mod batch;
@@ -164,7 +166,11 @@ fn summary(t: OrderTuple) -> Result<OrderSummary, ApiError> {
 }
 
 async fn load(pool: &Pool, id: u64) -> Result<Order, ApiError> {
-    let mut conn = pool.get_conn().await?;
+    load_on(&mut pool.get_conn().await?, id).await
+}
+
+/// [`load`] on a connection or in a transaction (which sees its own writes).
+async fn load_on(conn: &mut impl Queryable, id: u64) -> Result<Order, ApiError> {
     let row: Option<OrderTuple> = conn.exec_first(format!("{} WHERE id = ?", select_orders()), (id,)).await?;
     let s = summary(row.ok_or_else(|| ApiError::not_found("order", id))?)?;
     let lines: Vec<(u64, u64, u32, String)> = conn
@@ -222,19 +228,25 @@ async fn create_order(State(s): State<AppState>, Body(new): Body<NewOrder>) -> R
             new.user_id
         )));
     }
+    // One read for the prices of every line.
+    let prices: HashMap<u64, String> = tx
+        .query(format!(
+            "SELECT id, CAST(price AS CHAR) FROM known_products WHERE id IN ({}) AND deleted = 0",
+            id_list(new.lines.iter().map(|l| l.product_id))
+        ))
+        .await?
+        .into_iter()
+        .collect();
     let mut priced = Vec::with_capacity(new.lines.len());
     let mut total = Money::ZERO;
     for line in &new.lines {
-        let price: Option<String> = tx
-            .exec_first("SELECT CAST(price AS CHAR) FROM known_products WHERE id = ? AND deleted = 0", (line.product_id,))
-            .await?;
-        let Some(price) = price else {
+        let Some(price) = prices.get(&line.product_id) else {
             return Err(ApiError::unknown(format!(
                 "product {} is not known to the orders service; if it was just created, its change event may not have arrived yet: retry shortly",
                 line.product_id
             )));
         };
-        let price = money(&price)?;
+        let price = money(price)?;
         total = total.plus(price.times(line.quantity));
         priced.push((line, price));
     }
@@ -245,16 +257,13 @@ async fn create_order(State(s): State<AppState>, Body(new): Body<NewOrder>) -> R
     )
     .await?;
     let id = tx.last_insert_id().unwrap_or(0);
-    for (line, price) in priced {
-        tx.exec_drop(
-            "INSERT INTO order_lines (order_id, product_id, quantity, unit_price) VALUES (?, ?, ?, ?)",
-            (id, line.product_id, line.quantity, price.to_string()),
-        )
-        .await?;
-    }
+    let lines = priced.into_iter().map(|(l, price)| vec![id.into(), l.product_id.into(), l.quantity.into(), price.to_string().into()]);
+    rows::insert(&mut tx, "order_lines (order_id, product_id, quantity, unit_price)", "", lines.collect()).await?;
     record(&mut tx, id, "PENDING", None, "api", None).await?;
+    // Read back in the transaction: no second connection per request.
+    let order = load_on(&mut tx, id).await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(load(&s.pool, id).await?)))
+    Ok((StatusCode::CREATED, Json(order)))
 }
 
 /// One order with its lines and history.

@@ -179,15 +179,24 @@ async fn dead_letters_warn_in_health_and_replay_through_the_idempotent_apply() -
     assert_eq!(metric(&m, &["cdc_service_dead_letters_pending{", &topic]), 1.0, "{m}");
     let garbage: u64 = orders.get_conn().await?.query_first("SELECT id FROM dead_letters").await?.unwrap();
 
-    // Letters as an earlier failure would have left them: a product the copy lacks (applies now), and the
-    // product's own creation, of which the copy already has this version (already applied).
+    // Letters as an earlier failure would have left them: a product the copy lacks (applies now), the product's
+    // own creation, of which the copy already has this version (already applied), and a product whose name the
+    // copy's column refuses (too long): the one statement that writes both new products' copies fails, and the
+    // events applied one by one find which one it is.
     let mut unknown = created.value.clone().unwrap();
     unknown["after"]["id"] = json!(product + 1000);
     unknown["after"]["name"] = json!("Replayed");
+    let mut too_long = created.value.clone().unwrap();
+    too_long["after"]["id"] = json!(product + 2000);
+    too_long["after"]["name"] = json!("n".repeat(300));
     let group = &shop.orders.config.group;
     let mut conn = orders.get_conn().await?;
     let mut letters = Vec::new();
-    for (key, payload) in [(json!({"id": product + 1000}), &unknown), (created.key.clone(), created.value.as_ref().unwrap())] {
+    for (key, payload) in [
+        (json!({"id": product + 1000}), &unknown),
+        (created.key.clone(), created.value.as_ref().unwrap()),
+        (json!({"id": product + 2000}), &too_long),
+    ] {
         conn.exec_drop(
             "INSERT INTO dead_letters (consumer, topic, kafka_partition, kafka_offset, event_key, error, payload) \
              VALUES (?, ?, 0, 0, ?, 'database refused the effect', ?)",
@@ -199,8 +208,8 @@ async fn dead_letters_warn_in_health_and_replay_through_the_idempotent_apply() -
     let report = cli::replay_dead_letters(Service::Orders, &shop.orders.config).await?;
     assert_eq!(report.applied, vec![letters[0]], "{report:?}");
     assert_eq!(report.already_applied, vec![letters[1]], "{report:?}");
-    assert_eq!(report.failed.len(), 1, "{report:?}");
-    assert_eq!(report.failed[0].id, garbage);
+    assert_eq!(report.failed.iter().map(|f| f.id).collect::<Vec<_>>(), vec![garbage, letters[2]], "{report:?}");
+    assert!(report.failed[1].error.contains("refuses the event's data"), "{report:?}");
     let name: Option<String> = conn.exec_first("SELECT name FROM known_products WHERE id = ?", (product + 1000,)).await?;
     assert_eq!(name.as_deref(), Some("Replayed"));
     type Audit = (u64, Option<String>, u32, bool);
@@ -212,13 +221,14 @@ async fn dead_letters_warn_in_health_and_replay_through_the_idempotent_apply() -
             (garbage, None, 1, false),
             (letters[0], Some("applied".into()), 1, true),
             (letters[1], Some("already applied (this or a newer change of the key)".into()), 1, true),
+            (letters[2], None, 1, false),
         ]
     );
-    // A second replay has only the one that still fails.
+    // A second replay has only the ones that still fail.
     let again = cli::replay_dead_letters(Service::Orders, &shop.orders.config).await?;
-    assert!(again.applied.is_empty() && again.already_applied.is_empty() && again.failed.len() == 1, "{again:?}");
-    // Once the operator removed it, the warning goes.
-    conn.exec_drop("DELETE FROM dead_letters WHERE id = ?", (garbage,)).await?;
+    assert!(again.applied.is_empty() && again.already_applied.is_empty() && again.failed.len() == 2, "{again:?}");
+    // Once the operator removed them, the warning goes.
+    conn.exec_drop("DELETE FROM dead_letters WHERE id IN (?, ?)", (garbage, letters[2])).await?;
     common::eventually_json(|| health(&shop.http, &shop.orders), |b| b["status"] == "ok" && b.get("warning").is_none()).await?;
     drop(conn);
     shop.finish().await
