@@ -139,6 +139,9 @@ async fn release(tx: &mut Transaction<'static>, orders: &[(u64, &str)]) -> Resul
     Ok(())
 }
 
+/// The units wanted per product, or why the order is rejected.
+type Wanted = Result<BTreeMap<u64, u64>, String>;
+
 /// Reserves every line of each order not decided yet, or rejects it without taking any, in the given order.
 async fn decide(tx: &mut Transaction<'static>, orders: &[(u64, Option<&str>)], ttl_ms: u64) -> Result<(), mysql_async::Error> {
     if orders.is_empty() {
@@ -149,7 +152,7 @@ async fn decide(tx: &mut Transaction<'static>, orders: &[(u64, Option<&str>)], t
         .await?
         .into_iter()
         .collect();
-    let todo: Vec<(u64, Result<BTreeMap<u64, u64>, String>)> =
+    let todo: Vec<(u64, Wanted)> =
         orders.iter().filter(|o| !decided.contains(&o.0)).map(|&(id, lines)| (id, wanted(lines))).collect();
     let products: BTreeSet<u64> = todo.iter().filter_map(|t| t.1.as_ref().ok()).flat_map(|w| w.keys().copied()).collect();
     let mut stock: BTreeMap<u64, u64> = BTreeMap::new();
