@@ -166,6 +166,22 @@ pub fn apply(entity: Entity, event: &ChangeEvent) -> Result<Change, ApplyError> 
     })
 }
 
+/// Whether `event` can change a row of the report: every insert, delete and truncate does, and an update only if it
+/// changed a column the report shows (a product's price or an order's total do not reach it). An update without a
+/// before image counts as a change.
+pub fn reaches_report(entity: Entity, event: &ChangeEvent) -> bool {
+    let shown: &[&str] = match entity {
+        Entity::User => &["email", "name", "country"],
+        Entity::Product => &["sku", "name", "category"],
+        Entity::Order => &["user_id", "status", "created_at"],
+        Entity::Line => &["order_id", "product_id", "quantity", "unit_price"],
+    };
+    match (event.op, &event.before, &event.after) {
+        (Op::Update, Some(before), Some(after)) => shown.iter().any(|c| before.get(c) != after.get(c)),
+        _ => true,
+    }
+}
+
 fn get<'a>(row: &'a Row, column: &'static str) -> Result<&'a Value, ApplyError> {
     row.get(column).ok_or_else(|| ApplyError::Column { column, problem: "missing".into() })
 }
@@ -293,6 +309,26 @@ mod tests {
         );
         let bad = row(&[("id", Value::Int(-1))]);
         assert!(matches!(apply(Entity::User, &event(Op::Create, None, Some(bad), 1, 0)), Err(ApplyError::Column { column: "id", .. })));
+    }
+
+    #[test]
+    fn only_changes_of_shown_columns_reach_the_report() {
+        let repriced = {
+            let mut p = product("a");
+            p.values[4] = Value::Text("99.00".into());
+            p
+        };
+        let cases = [
+            (event(Op::Update, Some(product("a")), Some(repriced.clone()), 1, 0), false),
+            (event(Op::Update, Some(product("a")), Some(product("b")), 1, 0), true),
+            (event(Op::Update, None, Some(repriced.clone()), 1, 0), true),
+            (event(Op::Create, None, Some(product("a")), 1, 0), true),
+            (event(Op::Delete, Some(product("a")), None, 1, 0), true),
+            (event(Op::Truncate, None, None, 1, 0), true),
+        ];
+        for (e, want) in cases {
+            assert_eq!(reaches_report(Entity::Product, &e), want, "{:?}", e.op);
+        }
     }
 
     #[test]
