@@ -412,8 +412,7 @@ impl DataSet {
         let mut state = State::default();
         let mut rows: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for (i, w) in self.writes().enumerate() {
-            // Spaced like source positions (the row index is the lowest 16 bits): the report divides versions by 4.
-            let version = (i as u64 + 1) << 16;
+            let version = i as u64 + 1;
             let user = |u: &User, deleted: u8| {
                 format!("({}, '{}', '{}', '{}', {}, {version}, {deleted})", u.id, u.email, u.name, u.country.unwrap_or(""), u.country.is_some() as u8)
             };
