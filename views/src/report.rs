@@ -92,7 +92,8 @@ impl Keys {
         let max = max.max(1);
         let mut out: Vec<Keys> = Vec::new();
         let mut current = Keys::default();
-        let kinds: [(&BTreeSet<u64>, fn(&mut Keys) -> &mut BTreeSet<u64>); 4] = [
+        type Field = fn(&mut Keys) -> &mut BTreeSet<u64>;
+        let kinds: [(&BTreeSet<u64>, Field); 4] = [
             (&self.lines, |k| &mut k.lines),
             (&self.orders, |k| &mut k.orders),
             (&self.users, |k| &mut k.users),
@@ -106,7 +107,7 @@ impl Keys {
                 }
             }
         }
-        if current.len() > 0 {
+        if !current.is_empty() {
             out.push(current);
         }
         out
