@@ -35,6 +35,36 @@ pub struct Checkpoint {
     pub ts_ms: i64,
     /// Present while an initial snapshot is incomplete: streaming starts at `position` once it is done.
     pub snapshot: Option<SnapshotProgress>,
+    /// Present while an incremental snapshot of one table runs beside streaming (see [`crate::resnapshot`]): it
+    /// continues after the last acknowledged chunk. Saved with the position in one atomic write, so a restart
+    /// resumes both together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resnapshot: Option<ResnapshotProgress>,
+}
+
+/// How far an incremental snapshot of one table got: every chunk up to `last_key` is emitted and acknowledged.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ResnapshotProgress {
+    /// The table, `db.table`.
+    pub table: String,
+    /// The operator's `--where` condition limiting the rows, if any.
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// The primary key of the last row of the last acknowledged chunk (a JSON array in key column order); `None`
+    /// before the first chunk.
+    #[serde(default)]
+    pub last_key: Option<serde_json::Value>,
+    /// The highest key of the table (within `filter`) when the resnapshot started: it reads up to there. Rows
+    /// inserted above it later are streamed anyway, so it ends even while rows keep arriving at the key's end.
+    /// `None` for a table that was empty then.
+    #[serde(default)]
+    pub end_key: Option<serde_json::Value>,
+    /// Chunks emitted and acknowledged.
+    #[serde(default)]
+    pub chunks: u64,
+    /// Rows emitted and acknowledged.
+    #[serde(default)]
+    pub rows: u64,
 }
 
 /// How far an initial snapshot got.
@@ -143,6 +173,7 @@ mod tests {
             gtid_set: GtidSet::parse("0-1-10").unwrap(),
             ts_ms: 5,
             snapshot: Some(SnapshotProgress::default()),
+            resnapshot: None,
         };
         store.save(&cp).unwrap();
         assert_eq!(store.load().unwrap(), Some(cp.clone()));

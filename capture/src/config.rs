@@ -21,7 +21,9 @@ pub struct Config {
     /// Directory of the checkpoint files, one per source. Must be durable storage. One capture at a time: it locks
     /// `capture.lock` in it (see [`crate::lock`]). Default `capture-state`.
     pub state_dir: PathBuf,
-    /// Address of the HTTP server for `/metrics` and `/health`. Default `127.0.0.1:9090`.
+    /// Address of the HTTP server for `/metrics`, `/health` and the control endpoints of the operator commands
+    /// (`capture status`, `pause`, `resume`, `skip`; see [`crate::api`]), which have no authentication: keep it on
+    /// loopback or a private network. Default `127.0.0.1:9090`.
     pub listen: SocketAddr,
     /// Send a tombstone (same key, null value) after each delete, for log compaction. Default true.
     pub tombstones: bool,
@@ -114,7 +116,8 @@ pub struct SourceConfig {
     /// `initial` (default) or `never`.
     #[serde(default = "default_snapshot")]
     pub snapshot: SnapshotMode,
-    /// Rows per snapshot query (primary-key chunks). Default 10000.
+    /// Rows per snapshot query (primary-key chunks), for the initial snapshot and for incremental snapshots
+    /// (`capture resnapshot`, which holds one chunk in memory at a time). Default 10000.
     #[serde(default = "default_chunk")]
     pub snapshot_chunk_rows: usize,
     /// How often the server sends a heartbeat when the binlog is idle, and the capture publishes its position. No

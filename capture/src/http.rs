@@ -1,6 +1,10 @@
 //! The capture's HTTP endpoints: `/metrics` (Prometheus text) and `/health` (200, or 503 with the reason; both
 //! with `warnings`, which do not change the status: binlog retention headroom below `retention_warning`, or the
-//! binlog file a checkpoint needs purged or at risk at the next rotation).
+//! binlog file a checkpoint needs purged or at risk at the next rotation; and `resnapshots`, the progress of each
+//! source's incremental snapshot); `POST /sources/{name}/resnapshot` (see [`crate::resnapshot::http`]).
+//!
+//! A source paused by an operator is no problem (200), but its entry says `paused` with who, since when and why,
+//! and `warnings` lists it.
 //!
 //! `/health` is 503 while any source is not streaming or snapshotting (starting, retrying after a transient error,
 //! or failed with a definite error, which stops only that source), or while the broker has not acknowledged a
@@ -12,7 +16,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio_util::sync::CancellationToken;
 
@@ -21,7 +25,11 @@ use crate::transform::now_ms;
 
 /// The router.
 pub fn app(metrics: Arc<Metrics>) -> Router {
-    Router::new().route("/metrics", get(metrics_text)).route("/health", get(health)).with_state(metrics)
+    Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/health", get(health))
+        .route("/sources/{name}/resnapshot", post(crate::resnapshot::http::request))
+        .with_state(metrics)
 }
 
 async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
@@ -32,10 +40,17 @@ async fn health(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     let mut sources = serde_json::Map::new();
+    let mut resnapshots = serde_json::Map::new();
     let now = now_ms();
     for s in metrics.sources() {
+        if let Some(status) = s.resnapshot.status() {
+            resnapshots.insert(s.name.clone(), serde_json::json!(status));
+        }
         warnings.extend(s.retention_warning(now));
         let state = s.state();
+        if let SourceState::Paused(by) = &state {
+            warnings.push(format!("source {}: paused {by}; it reads nothing until `capture resume`", s.name));
+        }
         let text = match (s.problem(now), &state) {
             (Some(problem), SourceState::Streaming | SourceState::Snapshotting) => format!("{state}; {problem}"),
             (Some(problem), _) => problem,
@@ -52,22 +67,29 @@ async fn health(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
         "reason": problems.join("; "),
         "sources": sources,
         "warnings": warnings,
+        "resnapshots": resnapshots,
     });
     (status, Json(body))
 }
 
 /// Serves the endpoints on `addr` until `shutdown`.
 pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, shutdown: CancellationToken) -> std::io::Result<()> {
-    serve_on(tokio::net::TcpListener::bind(addr).await?, metrics, shutdown).await
+    serve_on(tokio::net::TcpListener::bind(addr).await?, metrics, None, shutdown).await
 }
 
-/// Serves the endpoints on a bound listener until `shutdown`.
+/// Serves the endpoints, and the control endpoints of `control` (see [`crate::api`]), on a bound listener until
+/// `shutdown`.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
+    control: Option<Arc<crate::control::Control>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(metrics)).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+    let app = match control {
+        Some(control) => app(metrics.clone()).merge(crate::api::routes(metrics, control)),
+        None => app(metrics),
+    };
+    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
 
 #[cfg(test)]
@@ -120,6 +142,23 @@ mod tests {
         let expected = format!("orders: streaming; broker not acknowledging for {} s", waited.as_secs());
         assert_eq!(body["reason"], expected.as_str());
         assert!(metrics.render().contains("cdc_capture_up{source=\"orders\"} 0"));
+    }
+
+    #[tokio::test]
+    async fn a_paused_source_is_healthy_and_named_in_the_warnings() {
+        let metrics = Metrics::new();
+        metrics.source("orders").set_state(SourceState::Paused("by ops since 2026-01-02T03:04:05Z: upgrade".into()));
+        let (status, body) = get_health(metrics.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["sources"]["orders"], "paused by ops since 2026-01-02T03:04:05Z: upgrade");
+        assert_eq!(
+            body["warnings"],
+            serde_json::json!([
+                "source orders: paused by ops since 2026-01-02T03:04:05Z: upgrade; it reads nothing until `capture resume`"
+            ])
+        );
+        let text = metrics.render();
+        assert!(text.contains("cdc_capture_up{source=\"orders\"} 1") && text.contains("cdc_capture_source_paused{source=\"orders\"} 1"), "{text}");
     }
 
     #[tokio::test]

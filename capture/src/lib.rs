@@ -14,6 +14,9 @@
 //!   checkpoint of another server resumes by GTID set (see [`resume`]).
 //! - **Exact snapshot handoff.** The initial snapshot reads a consistent view and streaming starts at exactly the
 //!   binlog position of that view (see [`snapshot`]).
+//! - **Online re-snapshot of one table.** `capture resnapshot` reads a table again in primary-key chunks while the
+//!   source streams; the binlog reader emits each chunk at a position after its read view, dropping rows the stream
+//!   changed since, so consumers converge to the table's state (see [`resnapshot`]).
 //! - **Schema changes.** Row events decode with the schema in their own TABLE_MAP (`binlog_row_metadata=FULL`), so
 //!   both sides of a DDL decode right, also across restarts (see [`ddl`]).
 //! - **Bounded memory.** Large transactions are split into batches (by count and bytes); the queue to the producer
@@ -38,18 +41,30 @@
 //!   whatever is still pending.
 //! - **One capture per `state_dir`** ([`lock`]).
 //!
+//! # Operator commands
+//!
+//! `capture status|pause|resume|skip|replay` ([`cli`]) reach a running capture through control endpoints on its
+//! HTTP server ([`api`], state in [`control`]): a pause stops one source (and survives restarts), a skip moves a
+//! failed source's checkpoint forward ([`skip`]) and starts it again, each recorded in the source's checkpoint
+//! history ([`history`]); [`replay`] prints a binlog window as the capture would publish it, without Kafka.
+//!
 //! # Stages
 //!
 //! [`checks`] -> [`snapshot`] / [`stream`] (with [`transform`] and [`decode`]) -> [`sink`] -> [`checkpoint`],
 //! wired per source by [`pipeline`]; [`http`] serves [`metrics`] and health.
 
+pub mod api;
+pub mod backoff;
 pub mod checkpoint;
 pub mod checks;
+pub mod cli;
 pub mod config;
+pub mod control;
 pub mod ddl;
 pub mod decode;
 pub mod epoch;
 pub mod error;
+pub mod history;
 pub mod http;
 pub mod lock;
 pub mod metrics;
@@ -57,9 +72,12 @@ pub mod oversized;
 pub mod pipeline;
 pub mod position;
 pub mod queue;
+pub mod replay;
+pub mod resnapshot;
 pub mod resume;
 pub mod schema;
 pub mod sink;
+pub mod skip;
 pub mod snapshot;
 pub mod stream;
 pub mod timeouts;
@@ -84,30 +102,60 @@ use crate::metrics::Metrics;
 /// Returns an error when any source failed: [`Stopped::AllFailed`] when the last one did, [`Stopped::ShutDown`]
 /// when the shutdown came after one or more had failed.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_with_config(settings, None, shutdown).await
+}
+
+/// [`run`]; `config_path` is the configuration file the capture was started with, for the commands its control
+/// endpoints print (see [`api`]).
+pub async fn run_with_config(
+    settings: Settings,
+    config_path: Option<std::path::PathBuf>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let _lock = StateDirLock::acquire(&settings.state_dir)?;
     let settings = Arc::new(settings);
     let metrics = Metrics::new();
+    let (control, mut restarts) = control::Control::new(settings.clone(), config_path)?;
     let listener = tokio::net::TcpListener::bind(settings.listen).await.map_err(|e| {
         anyhow::anyhow!("cannot listen on {} for /metrics and /health: {e}; set `listen` to a free address", settings.listen)
     })?;
-    let http = tokio::spawn(http::serve_on(listener, metrics.clone(), shutdown.clone()));
-    let mut sources = Vec::new();
-    for source in settings.sources.clone() {
-        let source_metrics = metrics.source(&source.name);
-        let name = source.name.clone();
-        let guard = PanicGuard(source_metrics.clone());
-        let run = pipeline::run_source(settings.clone(), source, source_metrics, shutdown.clone());
-        sources.push((name, async move {
-            let _guard = guard;
-            run.await
-        }));
-    }
-    let outcome = supervise(sources, &shutdown).await;
+    let http = tokio::spawn(http::serve_on(listener, metrics.clone(), Some(control.clone()), shutdown.clone()));
+    let source_metrics: std::collections::HashMap<String, Arc<metrics::SourceMetrics>> =
+        settings.sources.iter().map(|s| (s.name.clone(), metrics.source(&s.name))).collect();
+    let start = {
+        let (settings, shutdown, control) = (settings.clone(), shutdown.clone(), control.clone());
+        move |name: &str| -> Option<(String, SourceRun)> {
+            let source = settings.sources.iter().find(|s| s.name == name)?.clone();
+            let source_metrics = source_metrics.get(name)?.clone();
+            let paused = control.watch(name).ok()?;
+            let guard = PanicGuard(source_metrics.clone());
+            let run = pipeline::run_source(settings.clone(), source, source_metrics, shutdown.clone(), paused);
+            Some((name.to_owned(), Box::pin(async move {
+                let _guard = guard;
+                run.await
+            })))
+        }
+    };
+    let sources = settings.sources.iter().filter_map(|s| start(&s.name)).collect();
+    // Sources to start again (after a skip), from the control endpoints.
+    let (again, again_rx) = tokio::sync::mpsc::unbounded_channel();
+    let relay = tokio::spawn(async move {
+        while let Some(name) = restarts.recv().await {
+            if again.send(start(&name)).is_err() {
+                return;
+            }
+        }
+    });
+    let outcome = supervise_restartable(sources, again_rx, &shutdown).await;
+    relay.abort();
     shutdown.cancel();
     // The server stops with the shutdown token, in parallel with the sources; this waits only for what is left.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), http).await;
     outcome.map_err(Into::into)
 }
+
+/// One source's run, as [`supervise`] runs it.
+type SourceRun = std::pin::Pin<Box<dyn Future<Output = Result<(), CaptureError>> + Send>>;
 
 /// Marks its source failed when the source's task panics (unwinding drops it), so that `/health` does not go on
 /// showing the state from before.
@@ -145,23 +193,62 @@ pub async fn supervise<F>(sources: Vec<(String, F)>, shutdown: &CancellationToke
 where
     F: Future<Output = Result<(), CaptureError>> + Send + 'static,
 {
+    supervise_restartable(sources, tokio::sync::mpsc::unbounded_channel().1, shutdown).await
+}
+
+/// [`supervise`], and while any source runs, starts the sources `restarts` sends (a failed source after a skip)
+/// again: one that still runs is started once it has ended. `None` (an unknown source) is ignored.
+pub async fn supervise_restartable<F>(
+    sources: Vec<(String, F)>,
+    mut restarts: tokio::sync::mpsc::UnboundedReceiver<Option<(String, F)>>,
+    shutdown: &CancellationToken,
+) -> Result<(), Stopped>
+where
+    F: Future<Output = Result<(), CaptureError>> + Send + 'static,
+{
     let mut tasks = JoinSet::new();
     let mut names = std::collections::HashMap::new();
-    for (name, source) in sources {
+    let spawn = |tasks: &mut JoinSet<_>, names: &mut std::collections::HashMap<_, _>, name: String, source: F| {
         let id = tasks.spawn(source).id();
         tracing::info!(source = %name, "source started");
         names.insert(id, name);
+    };
+    for (name, source) in sources {
+        spawn(&mut tasks, &mut names, name, source);
     }
-    let mut failures = Vec::new();
-    while let Some(done) = tasks.join_next_with_id().await {
-        let (id, error) = match done {
-            Ok((_, Ok(()))) => continue,
-            Ok((id, Err(e))) => (id, e.to_string()),
-            Err(join) => (join.id(), format!("the source's task ended abnormally: {join}")),
+    let mut failures: Vec<(String, String)> = Vec::new();
+    let mut waiting: Vec<(String, F)> = Vec::new();
+    while !tasks.is_empty() {
+        let done = tokio::select! {
+            done = tasks.join_next_with_id() => done,
+            Some(restart) = restarts.recv() => {
+                if let Some((name, source)) = restart {
+                    if names.values().any(|n| *n == name) {
+                        waiting.push((name, source));
+                    } else {
+                        failures.retain(|(n, _)| *n != name);
+                        spawn(&mut tasks, &mut names, name, source);
+                    }
+                }
+                continue;
+            }
         };
-        let name = names.get(&id).cloned().unwrap_or_default();
-        tracing::error!(source = %name, error = %error, running = tasks.len(), "source stopped; the others go on");
-        failures.push((name, error));
+        let Some(done) = done else { break };
+        let (id, error) = match done {
+            Ok((id, Ok(()))) => (id, None),
+            Ok((id, Err(e))) => (id, Some(e.to_string())),
+            Err(join) => (join.id(), Some(format!("the source's task ended abnormally: {join}"))),
+        };
+        let name = names.remove(&id).unwrap_or_default();
+        if let Some(error) = error {
+            tracing::error!(source = %name, error = %error, running = tasks.len(), "source stopped; the others go on");
+            failures.push((name.clone(), error));
+        }
+        if let Some(i) = waiting.iter().position(|(n, _)| *n == name) {
+            let (name, source) = waiting.swap_remove(i);
+            failures.retain(|(n, _)| *n != name);
+            spawn(&mut tasks, &mut names, name, source);
+        }
     }
     if failures.is_empty() {
         Ok(())
@@ -293,6 +380,27 @@ mod tests {
         source.set_state(metrics::SourceState::Streaming);
         drop(calm);
         assert_eq!(source.state(), metrics::SourceState::Streaming, "an ordinary end leaves the state alone");
+    }
+
+    /// A source that fails the first time and streams until the shutdown when started again (after a skip).
+    #[tokio::test]
+    async fn a_failed_source_started_again_runs_and_its_failure_is_forgotten() {
+        let shutdown = CancellationToken::new();
+        let ran = Arc::new(AtomicBool::new(false));
+        let (again, restarts) = tokio::sync::mpsc::unbounded_channel();
+        let sources = vec![failing("catalog"), streaming("users", &shutdown, Arc::new(AtomicBool::new(false)))];
+        let run = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { supervise_restartable(sources, restarts, &shutdown).await }
+        });
+        again.send(Some(streaming("catalog", &shutdown, ran.clone()))).unwrap();
+        again.send(None).unwrap();
+        // Whether the restart came before or after the first run ended, it runs until the shutdown.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!run.is_finished());
+        shutdown.cancel();
+        run.await.unwrap().expect("no failure left: the source ran again until the shutdown");
+        assert!(ran.load(Ordering::SeqCst), "the started source ran");
     }
 
     #[tokio::test]

@@ -1,27 +1,17 @@
-//! The `capture` binary: load configuration, init tracing, run until SIGINT/SIGTERM.
+//! The `capture` binary: load configuration, init tracing, run until SIGINT/SIGTERM; or run an operator command
+//! (`capture status|pause|resume|skip|replay|resnapshot`, see [`cdc_capture::cli`]), which exits 0 when done and 1
+//! with the error otherwise (`status`: 1 also when a source has failed).
 //!
 //! Exit status: 0 after a shutdown with every source healthy; 1 when every source failed, when a shutdown came
 //! after a source failed, when the state_dir is locked by another capture, or when the sources did not stop within
 //! [`SHUTDOWN`] of the signal; 2 for an invalid configuration.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use cdc_capture::cli::{Args, Command};
 use cdc_capture::timeouts::SHUTDOWN;
 use tokio_util::sync::CancellationToken;
-
-/// Tails MySQL/MariaDB binlogs into Kafka as Debezium-compatible change events.
-#[derive(Parser, Debug)]
-#[command(version)]
-struct Args {
-    /// TOML configuration file (see capture.example.toml); CDC_CAPTURE_* variables override it.
-    #[arg(long, short, env = "CDC_CAPTURE_CONFIG")]
-    config: Option<PathBuf>,
-    /// Validate the configuration and each source server's settings, privileges and checkpoint, then exit.
-    #[arg(long)]
-    check: bool,
-}
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -32,6 +22,17 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
+    if let Some(command) = args.command.filter(|c| !matches!(c, Command::Run)) {
+        // One core is enough for an operator command (and a replay measures one core).
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
+        return match runtime.block_on(cdc_capture::cli::execute(args.config.as_deref(), command)) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                eprintln!("capture: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let settings = match cdc_capture::config::Config::load(args.config.as_deref()).and_then(|c| c.validate()) {
         Ok(s) => s,
         Err(e) => {
@@ -64,7 +65,7 @@ fn main() -> ExitCode {
             tracing::info!("shutting down");
             signal.cancel();
         });
-        let run = cdc_capture::run(settings, shutdown.clone());
+        let run = cdc_capture::run_with_config(settings, args.config.clone(), shutdown.clone());
         tokio::pin!(run);
         let result = tokio::select! {
             biased;

@@ -57,8 +57,14 @@ pub const UP: &str = "cdc_capture_up";
 pub const SOURCE_FAILED: &str = "cdc_capture_source_failed";
 /// Seconds since the oldest batch still waiting for the broker's acknowledgement was produced; 0 when none waits.
 pub const OLDEST_UNACKNOWLEDGED_SECONDS: &str = "cdc_capture_oldest_unacknowledged_seconds";
+/// 1 while an operator has paused the source (`capture pause`), else 0.
+pub const SOURCE_PAUSED: &str = "cdc_capture_source_paused";
 /// Row changes written as statements on captured tables that were skipped (`statement_dml = "skip"`).
 pub const SKIPPED_STATEMENTS: &str = "cdc_capture_skipped_statements";
+/// Rows emitted as reads by incremental snapshots (`capture resnapshot`), by table.
+pub const RESNAPSHOT_ROWS: &str = "cdc_capture_resnapshot_rows";
+/// 1 while an incremental snapshot of the table runs (chunks remain), 0 once it is done or abandoned.
+pub const RESNAPSHOT_ACTIVE: &str = "cdc_capture_resnapshot_active";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceLabel {
@@ -93,8 +99,11 @@ pub struct Metrics {
     snapshot_rows: Family<SourceLabel, Counter>,
     up: Family<SourceLabel, Gauge>,
     failed: Family<SourceLabel, Gauge>,
+    paused: Family<SourceLabel, Gauge>,
     oldest_unacknowledged: Family<SourceLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     skipped_statements: Family<SourceLabel, Counter>,
+    resnapshot_rows: Family<TableLabels, Counter>,
+    resnapshot_active: Family<TableLabels, Gauge>,
     sources: Mutex<Vec<Arc<SourceMetrics>>>,
 }
 
@@ -111,6 +120,9 @@ pub enum SourceState {
     Retrying(String),
     /// Stopped by a definite error.
     Failed(String),
+    /// Paused by an operator (`capture pause`), with who, since when and why: reads nothing, holds no connection to
+    /// the server, publishes no heartbeats. Not a problem for `/health`.
+    Paused(String),
 }
 
 impl fmt::Display for SourceState {
@@ -121,6 +133,7 @@ impl fmt::Display for SourceState {
             SourceState::Streaming => f.write_str("streaming"),
             SourceState::Retrying(e) => write!(f, "retrying: {e}"),
             SourceState::Failed(e) => write!(f, "failed: {e}"),
+            SourceState::Paused(by) => write!(f, "paused {by}"),
         }
     }
 }
@@ -159,6 +172,10 @@ pub struct SourceMetrics {
     /// What is known about the binlog file the checkpoint needs; see [`Retention`].
     pub retention: Mutex<Retention>,
     state: Mutex<SourceState>,
+    resnapshot_rows: Family<TableLabels, Counter>,
+    resnapshot_active: Family<TableLabels, Gauge>,
+    /// Requests and progress of incremental snapshots (see [`crate::resnapshot`]).
+    pub resnapshot: crate::resnapshot::Control,
 }
 
 /// What the capture knows about how long the server keeps the binlog file its checkpoint needs. The checkpoint side
@@ -276,8 +293,11 @@ impl Metrics {
             snapshot_rows: Family::default(),
             up: Family::default(),
             failed: Family::default(),
+            paused: Family::default(),
             oldest_unacknowledged: Family::default(),
             skipped_statements: Family::default(),
+            resnapshot_rows: Family::default(),
+            resnapshot_active: Family::default(),
             sources: Mutex::new(Vec::new()),
         };
         registry.register(LAG_SECONDS, "Seconds behind the newest committed change of the source", m.lag.clone());
@@ -300,6 +320,7 @@ impl Metrics {
         registry.register(SNAPSHOT_ROWS, "Rows emitted by snapshots", m.snapshot_rows.clone());
         registry.register(UP, "1 while the source streams or snapshots and the broker acknowledges", m.up.clone());
         registry.register(SOURCE_FAILED, "1 once the source stopped with a definite error", m.failed.clone());
+        registry.register(SOURCE_PAUSED, "1 while an operator has paused the source", m.paused.clone());
         registry.register(
             OLDEST_UNACKNOWLEDGED_SECONDS,
             "Seconds the oldest batch has waited for the broker's acknowledgement",
@@ -310,6 +331,8 @@ impl Metrics {
             "Row changes written as statements on captured tables, skipped",
             m.skipped_statements.clone(),
         );
+        registry.register(RESNAPSHOT_ROWS, "Rows emitted by incremental snapshots", m.resnapshot_rows.clone());
+        registry.register(RESNAPSHOT_ACTIVE, "1 while an incremental snapshot of the table runs", m.resnapshot_active.clone());
         *m.registry.lock().expect("registry lock") = registry;
         Arc::new(m)
     }
@@ -337,6 +360,9 @@ impl Metrics {
             position: Mutex::new((String::new(), 0)),
             retention: Mutex::new(Retention::default()),
             state: Mutex::new(SourceState::Starting),
+            resnapshot_rows: self.resnapshot_rows.clone(),
+            resnapshot_active: self.resnapshot_active.clone(),
+            resnapshot: Default::default(),
         });
         self.sources.lock().expect("sources lock").push(s.clone());
         s
@@ -356,14 +382,14 @@ impl Metrics {
             self.queue_depth.get_or_create(&s.label).set(s.queue_depth.load(Ordering::Relaxed));
             self.in_flight.get_or_create(&s.label).set(s.in_flight.load(Ordering::Relaxed));
             self.queue_bytes.get_or_create(&s.label).set(s.queue_bytes.load(Ordering::Relaxed));
-            let age = (now - s.checkpoint_saved_ms.load(Ordering::Relaxed)).max(0) as f64 / 1000.0;
-            self.checkpoint_age.get_or_create(&s.label).set(age);
+            self.checkpoint_age.get_or_create(&s.label).set(s.checkpoint_age_seconds(now));
             // No sample before the first estimate: nothing is known yet (no checkpoint, or no look at the server).
             if let Some(headroom) = s.retention_headroom_seconds(now) {
                 self.retention_headroom.get_or_create(&s.label).set(headroom);
             }
             self.up.get_or_create(&s.label).set(s.problem(now).is_none() as i64);
             self.failed.get_or_create(&s.label).set(matches!(s.state(), SourceState::Failed(_)) as i64);
+            self.paused.get_or_create(&s.label).set(matches!(s.state(), SourceState::Paused(_)) as i64);
             self.oldest_unacknowledged.get_or_create(&s.label).set(s.unacknowledged_for(now).as_secs_f64());
         }
         let mut out = String::new();
@@ -394,6 +420,17 @@ impl SourceMetrics {
     /// Counts snapshot rows.
     pub fn count_snapshot_rows(&self, n: u64) {
         self.snapshot_rows.inc_by(n);
+    }
+
+    /// Counts rows an incremental snapshot of `table` emitted.
+    pub fn count_resnapshot_rows(&self, table: &str, n: u64) {
+        self.resnapshot_rows.get_or_create(&TableLabels { source: self.name.clone(), table: table.to_owned() }).inc_by(n);
+    }
+
+    /// Whether an incremental snapshot of `table` runs.
+    pub fn resnapshot_active(&self, table: &str, active: bool) {
+        let labels = TableLabels { source: self.name.clone(), table: table.to_owned() };
+        self.resnapshot_active.get_or_create(&labels).set(active as i64);
     }
 
     /// Records the commit time of a published transaction.
@@ -439,6 +476,16 @@ impl SourceMetrics {
         (now_ms - newest).max(0) as f64 / 1000.0
     }
 
+    /// Seconds since the checkpoint was last saved (or since the source was registered), at `now_ms`.
+    pub fn checkpoint_age_seconds(&self, now_ms: i64) -> f64 {
+        (now_ms - self.checkpoint_saved_ms.load(Ordering::Relaxed)).max(0) as f64 / 1000.0
+    }
+
+    /// Change events produced since the start, all tables and operations.
+    pub fn events_total(&self) -> u64 {
+        self.counters.lock().expect("counters lock").values().map(Counter::get).sum()
+    }
+
     /// Sets the state.
     pub fn set_state(&self, state: SourceState) {
         *self.state.lock().expect("state lock") = state;
@@ -466,6 +513,7 @@ impl SourceMetrics {
                 (waiting > crate::timeouts::BROKER_ACK)
                     .then(|| format!("broker not acknowledging for {} s", waiting.as_secs()))
             }
+            SourceState::Paused(_) => None,
             other => Some(other.to_string()),
         }
     }
@@ -567,6 +615,7 @@ mod tests {
             gtid_set: GtidSet::default(),
             ts_ms,
             snapshot,
+            resnapshot: None,
         };
         source.checkpoint_loaded(None);
         assert_eq!(open_at(&source), (String::new(), 0));
@@ -593,6 +642,7 @@ mod tests {
             gtid_set: GtidSet::default(),
             ts_ms,
             snapshot: None,
+            resnapshot: None,
         };
         // It may be one that completed a snapshot this process did not see: trusted only until the reader saves.
         source.checkpoint_loaded(Some(&at("binlog.000002", 50_000)));

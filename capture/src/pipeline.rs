@@ -29,18 +29,49 @@ use crate::sink::KafkaChangeSink;
 use crate::transform::now_ms;
 use crate::{snapshot, stream, timeouts};
 
-/// Runs one source until `shutdown`, retrying transient errors with backoff.
+/// Runs one source until `shutdown`, retrying transient errors with backoff. While `paused` holds a pause the
+/// source does not run (see [`crate::control`]): a pause stops the running source as a shutdown would.
 pub async fn run_source(
     settings: Arc<Settings>,
     source: SourceSettings,
     metrics: Arc<SourceMetrics>,
     shutdown: CancellationToken,
+    mut paused: tokio::sync::watch::Receiver<Option<crate::control::Pause>>,
 ) -> Result<(), CaptureError> {
     let mut backoff = Duration::from_millis(250);
     loop {
+        let pause = paused.borrow_and_update().clone();
+        if let Some(pause) = pause {
+            metrics.set_state(SourceState::Paused(pause.describe()));
+            tracing::info!(source = %source.name, "paused");
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = paused.wait_for(Option::is_none) => {}
+            }
+            tracing::info!(source = %source.name, "resumed");
+            continue;
+        }
         let started = Instant::now();
-        match run_once(&settings, &source, &metrics, &shutdown).await {
+        // This run's stop: the shutdown, or a pause.
+        let run = shutdown.child_token();
+        let pausing = {
+            let (mut paused, run) = (paused.clone(), run.clone());
+            tokio::spawn(async move {
+                if paused.wait_for(Option::is_some).await.is_ok() {
+                    run.cancel();
+                }
+            })
+        };
+        let result = run_once(&settings, &source, &metrics, &run).await;
+        pausing.abort();
+        let pausing = run.is_cancelled() && !shutdown.is_cancelled();
+        match result {
+            Ok(()) if pausing => continue,
             Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() && pausing => {
+                tracing::info!(source = %source.name, error = %e, "stopped for the pause");
+                continue;
+            }
             Err(e) if e.is_transient() && shutdown.is_cancelled() => {
                 // Cut short by the shutdown (e.g. the drain's bound): what was not acknowledged lies after the saved
                 // checkpoint and is sent again after the next start.
@@ -194,7 +225,7 @@ async fn read(
             };
             let seq = epoch::file_seq(&position.file).unwrap_or(0);
             let epoch = epoch::check_place(&source.name, epochs.state().epoch_at(seq), seq)?;
-            Checkpoint { server_id: info.server_id, epoch, position, gtid_set, ts_ms: 0, snapshot: None }
+            Checkpoint { server_id: info.server_id, epoch, position, gtid_set, ts_ms: 0, snapshot: None, resnapshot: None }
         }
     };
     metrics.set_state(SourceState::Streaming);
@@ -244,7 +275,12 @@ async fn write(
                     // does not wait for room. A batch cut off here is not acknowledged, so no checkpoint passes it.
                     tokio::select! {
                         biased;
-                        sent = sink.send(batch) => sent?,
+                        sent = sink.send(batch) => if let Err(e) = sent {
+                            if !e.is_transient() {
+                                settle(&mut sink, store, metrics);
+                            }
+                            return Err(e);
+                        },
                         _ = stop.cancelled() => {}
                     }
                     clock.track(sink.in_flight(), metrics);
@@ -272,6 +308,21 @@ async fn write(
         if closing {
             return drain(sink, rx, store, metrics, stop, clock).await;
         }
+    }
+}
+
+/// Before a definite error of a send (a record refused before it was produced) stops the source: saves the
+/// checkpoint of what the broker acknowledged before it, waiting at most [`timeouts::DRAIN`], so that the stopped
+/// source's checkpoint is the start of the refused transaction and `capture skip` past it skips nothing else.
+fn settle(sink: &mut KafkaChangeSink, store: &mut FileCheckpointStore, metrics: &Arc<SourceMetrics>) {
+    let flushed = sink.flush(timeouts::DRAIN);
+    match sink.take_acknowledged() {
+        Ok(Some(cp)) if save(store, &cp, &metrics.name).is_ok() => metrics.checkpoint_saved(&cp),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(source = %metrics.name, error = %e, "no checkpoint saved before the stop"),
+    }
+    if let Err(e) = flushed {
+        tracing::warn!(source = %metrics.name, error = %e, "not everything before the stop was acknowledged");
     }
 }
 

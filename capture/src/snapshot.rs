@@ -36,8 +36,8 @@ use crate::sink::Batch;
 use crate::timeouts::{self, MYSQL_QUERY, SNAPSHOT_QUERY};
 use crate::transform::{key_of, now_ms, Record, Route};
 
-/// Opens the consistent read view and returns the connection holding it and the binlog position it corresponds to.
-async fn open_view(pool: &Pool, flavor: Flavor, name: &str) -> Result<(Conn, BinlogPosition, GtidSet), CaptureError> {
+/// Opens the consistent read view (also for each chunk of an incremental snapshot) and returns the connection holding it and the binlog position it corresponds to.
+pub(crate) async fn open_view(pool: &Pool, flavor: Flavor, name: &str) -> Result<(Conn, BinlogPosition, GtidSet), CaptureError> {
     let my = |e| classify_mysql(name, e);
     let mut conn = pool.get_conn().await.map_err(my)?;
     conn.query_drop("SET SESSION time_zone = '+00:00'").await.map_err(my)?;
@@ -111,7 +111,7 @@ pub async fn run(
     let tables = timeouts::mysql(name, "the table list", MYSQL_QUERY, tables).await?;
     tracing::info!(source = %name, position = %start, epoch, tables = tables.len(), resumed_rows = progress.rows, "snapshot started");
     let base =
-        Checkpoint { server_id, epoch, position: start.clone(), gtid_set: start_gtid, ts_ms: now_ms(), snapshot: None };
+        Checkpoint { server_id, epoch, position: start.clone(), gtid_set: start_gtid, ts_ms: now_ms(), snapshot: None, resnapshot: None };
     let snapshot_ts = now_ms();
     let mut pending: Option<(Batch, ChangeEvent)> = None;
     for table in &tables {
@@ -140,7 +140,7 @@ pub async fn run(
                 return Ok(base);
             }
             let limit = if pk.is_empty() { None } else { Some(source.snapshot_chunk_rows) };
-            let sql = chunk_query(table, &columns, &pk, after.is_some(), limit);
+            let sql = chunk_query(table, &columns, &pk, None, after.is_some(), limit);
             let params = after.clone().map(|key| expand_params(&key)).unwrap_or_default();
             let rows: Vec<mysql_async::Row> =
                 timeouts::mysql(name, "a snapshot chunk query", SNAPSHOT_QUERY, conn.exec(sql, params)).await?;
@@ -213,22 +213,23 @@ async fn send(tx: &BatchSender, name: &str, batch: Batch) -> Result<(), CaptureE
 }
 
 /// What building a snapshot record needs about its table.
-struct TableContext<'a> {
-    source: &'a str,
-    server_id: u32,
+pub(crate) struct TableContext<'a> {
+    pub(crate) source: &'a str,
+    pub(crate) server_id: u32,
     /// The snapshot's epoch.
-    epoch: u32,
-    table: &'a TableId,
-    start: &'a BinlogPosition,
-    columns: &'a [SchemaColumn],
-    names: Arc<[Arc<str>]>,
+    pub(crate) epoch: u32,
+    pub(crate) table: &'a TableId,
+    /// The position the reads carry (`source.file`/`pos`), which orders them against streamed events.
+    pub(crate) start: &'a BinlogPosition,
+    pub(crate) columns: &'a [SchemaColumn],
+    pub(crate) names: Arc<[Arc<str>]>,
     /// `names` encoded as JSON keys, for record keys.
-    keys: ColumnKeys,
-    pk: &'a [usize],
+    pub(crate) keys: ColumnKeys,
+    pub(crate) pk: &'a [usize],
 }
 
 impl TableContext<'_> {
-    fn record(&self, topic: &Arc<str>, label: &Arc<str>, values: Vec<Value>, row: u64, ts_ms: i64) -> (Record, ChangeEvent) {
+    pub(crate) fn record(&self, topic: &Arc<str>, label: &Arc<str>, values: Vec<Value>, row: u64, ts_ms: i64) -> (Record, ChangeEvent) {
         debug_assert_eq!(values.len(), self.columns.len());
         let after = Row { columns: self.names.clone(), values };
         let key = key_of(self.pk, &self.keys, Some(&after.values));
@@ -264,20 +265,30 @@ impl TableContext<'_> {
     }
 }
 
-/// `SELECT cols FROM t [WHERE key > last] ORDER BY key [LIMIT n]`, the key comparison expanded so that the range
-/// optimizer uses the primary key: `a > ? OR (a = ? AND b > ?)`.
-fn chunk_query(table: &TableId, columns: &[SchemaColumn], pk: &[usize], after: bool, limit: Option<usize>) -> String {
+/// `SELECT cols FROM t [WHERE [(filter) AND] key > last] ORDER BY key [LIMIT n]`, the key comparison expanded so
+/// that the range optimizer uses the primary key: `a > ? OR (a = ? AND b > ?)`. `filter` is an operator's SQL
+/// condition (an incremental snapshot's `--where`), validated before use.
+pub(crate) fn chunk_query(
+    table: &TableId,
+    columns: &[SchemaColumn],
+    pk: &[usize],
+    filter: Option<&str>,
+    after: bool,
+    limit: Option<usize>,
+) -> String {
     let cols: Vec<String> = columns.iter().map(|c| quote(&c.name)).collect();
     let mut sql = format!("SELECT {} FROM {}.{}", cols.join(", "), quote(&table.database), quote(&table.table));
     let key: Vec<String> = pk.iter().map(|&i| quote(&columns[i].name)).collect();
+    let mut conditions = Vec::new();
+    if let Some(filter) = filter {
+        conditions.push(format!("({filter})"));
+    }
     if after && !key.is_empty() {
-        let mut terms = Vec::new();
-        for i in 0..key.len() {
-            let mut parts: Vec<String> = key[..i].iter().map(|k| format!("{k} = ?")).collect();
-            parts.push(format!("{} > ?", key[i]));
-            terms.push(format!("({})", parts.join(" AND ")));
-        }
-        sql.push_str(&format!(" WHERE {}", terms.join(" OR ")));
+        let terms = key_above(columns, pk);
+        conditions.push(if filter.is_some() { format!("({terms})") } else { terms });
+    }
+    if !conditions.is_empty() {
+        sql.push_str(&format!(" WHERE {}", conditions.join(" AND ")));
     }
     if !key.is_empty() {
         sql.push_str(&format!(" ORDER BY {}", key.join(", ")));
@@ -288,8 +299,21 @@ fn chunk_query(table: &TableId, columns: &[SchemaColumn], pk: &[usize], after: b
     sql
 }
 
+/// The key is above a key given as parameters ([`expand_params`]), expanded so that the range optimizer uses the
+/// primary key: `(a > ?) OR (a = ? AND b > ?)`.
+pub(crate) fn key_above(columns: &[SchemaColumn], pk: &[usize]) -> String {
+    let key: Vec<String> = pk.iter().map(|&i| quote(&columns[i].name)).collect();
+    let mut terms = Vec::new();
+    for i in 0..key.len() {
+        let mut parts: Vec<String> = key[..i].iter().map(|k| format!("{k} = ?")).collect();
+        parts.push(format!("{} > ?", key[i]));
+        terms.push(format!("({})", parts.join(" AND ")));
+    }
+    terms.join(" OR ")
+}
+
 /// The parameters of the expanded key comparison: for key (a, b): a, a, b.
-fn expand_params(key: &[mysql_async::Value]) -> Vec<mysql_async::Value> {
+pub(crate) fn expand_params(key: &[mysql_async::Value]) -> Vec<mysql_async::Value> {
     let mut params = Vec::new();
     for i in 0..key.len() {
         params.extend(key[..=i].iter().cloned());
@@ -298,7 +322,7 @@ fn expand_params(key: &[mysql_async::Value]) -> Vec<mysql_async::Value> {
 }
 
 /// A key value as a query parameter. Keys are integers or strings in practice; other types go as their text.
-fn to_param(v: &Value) -> mysql_async::Value {
+pub(crate) fn to_param(v: &Value) -> mysql_async::Value {
     match v {
         Value::Null => mysql_async::Value::NULL,
         Value::Bool(b) => mysql_async::Value::Int(*b as i64),
@@ -309,7 +333,7 @@ fn to_param(v: &Value) -> mysql_async::Value {
     }
 }
 
-fn params_to_json(key: &[mysql_async::Value]) -> serde_json::Value {
+pub(crate) fn params_to_json(key: &[mysql_async::Value]) -> serde_json::Value {
     serde_json::Value::Array(
         key.iter()
             .map(|v| match v {
@@ -323,7 +347,7 @@ fn params_to_json(key: &[mysql_async::Value]) -> serde_json::Value {
     )
 }
 
-fn json_to_params(key: &serde_json::Value) -> Vec<mysql_async::Value> {
+pub(crate) fn json_to_params(key: &serde_json::Value) -> Vec<mysql_async::Value> {
     key.as_array()
         .map(|a| {
             a.iter()
@@ -358,12 +382,20 @@ mod tests {
     fn chunk_queries_use_the_key_range() {
         let t = TableId::new("shop", "t");
         let cols = vec![col("a"), col("b"), col("c")];
-        assert_eq!(chunk_query(&t, &cols, &[0], false, Some(10)), "SELECT `a`, `b`, `c` FROM `shop`.`t` ORDER BY `a` LIMIT 10");
+        assert_eq!(chunk_query(&t, &cols, &[0], None, false, Some(10)), "SELECT `a`, `b`, `c` FROM `shop`.`t` ORDER BY `a` LIMIT 10");
         assert_eq!(
-            chunk_query(&t, &cols, &[0, 1], true, Some(5)),
+            chunk_query(&t, &cols, &[0, 1], None, true, Some(5)),
             "SELECT `a`, `b`, `c` FROM `shop`.`t` WHERE (`a` > ?) OR (`a` = ? AND `b` > ?) ORDER BY `a`, `b` LIMIT 5"
         );
-        assert_eq!(chunk_query(&t, &cols, &[], false, None), "SELECT `a`, `b`, `c` FROM `shop`.`t`");
+        assert_eq!(chunk_query(&t, &cols, &[], None, false, None), "SELECT `a`, `b`, `c` FROM `shop`.`t`");
+        assert_eq!(
+            chunk_query(&t, &cols, &[0], Some("c > 1 OR c < 0"), false, Some(3)),
+            "SELECT `a`, `b`, `c` FROM `shop`.`t` WHERE (c > 1 OR c < 0) ORDER BY `a` LIMIT 3"
+        );
+        assert_eq!(
+            chunk_query(&t, &cols, &[0, 1], Some("c = 2"), true, Some(3)),
+            "SELECT `a`, `b`, `c` FROM `shop`.`t` WHERE (c = 2) AND ((`a` > ?) OR (`a` = ? AND `b` > ?)) ORDER BY `a`, `b` LIMIT 3"
+        );
         let key = vec![mysql_async::Value::UInt(1), mysql_async::Value::UInt(2)];
         assert_eq!(expand_params(&key).len(), 3);
         assert_eq!(json_to_params(&params_to_json(&key)), key);

@@ -32,6 +32,7 @@ use crate::epoch::{self, EpochFile};
 use crate::error::{classify_mysql, CaptureError};
 use crate::metrics::SourceMetrics;
 use crate::queue::{batch_bytes, BatchSender};
+use crate::resnapshot::Resnapshot;
 use crate::sink::{Batch, BeatAt};
 use crate::{schema, timeouts};
 use crate::transform::{now_ms, Record, TransformError, Transformer};
@@ -90,6 +91,8 @@ pub async fn run(
     )
     .with_statement_row_changes(source.statement_dml, metrics.skipped_statements.clone())
     .resumed_as(start.epoch, start.server_id);
+    // Incremental snapshots of single tables, emitted between transactions (see crate::resnapshot).
+    let mut resnapshot = Resnapshot::new(settings, source, flavor, pool, &start, metrics).await?;
     let mut schema_conn: Option<Conn> = None;
     let mut records: Vec<Record> = Vec::with_capacity(settings.batch_size);
     // Bytes of `records`: a batch also closes at `batch_max_bytes`.
@@ -99,6 +102,13 @@ pub async fn run(
         let event = tokio::select! {
             biased;
             _ = shutdown.cancelled() => return Ok(()),
+            wake = resnapshot.wake() => {
+                resnapshot.woke(wake).await?;
+                if !transformer.in_transaction() {
+                    emit_chunk(&mut resnapshot, epochs, start.epoch, transformer.file(), tx, metrics, settings.batch_size).await?;
+                }
+                continue;
+            }
             event = tokio::time::timeout(deadline, stream.next()) => event.map_err(|_| CaptureError::Timeout {
                 source_name: name.to_owned(),
                 what: format!("the binlog stream (heartbeats every {})", humantime(source.heartbeat_interval)),
@@ -113,21 +123,14 @@ pub async fn run(
             });
         };
         let event = event.map_err(my)?;
-        while let Some(table) = transformer.missing_schema(&event) {
-            if schema_conn.is_none() {
-                let connect = pool.get_conn();
-                schema_conn = Some(timeouts::mysql(name, "connecting", timeouts::MYSQL_CONNECT, connect).await?);
-            }
-            let conn = schema_conn.as_mut().expect("set above");
-            let lookup = schema::columns(conn, flavor, &table);
-            let columns = timeouts::mysql(name, "the schema lookup", timeouts::MYSQL_QUERY, lookup).await?;
-            transformer.set_schema(table, columns);
-        }
+        fill_schemas(name, flavor, pool, &mut schema_conn, &mut transformer, &event).await?;
         let before = records.len();
         let checkpoint = transformer.handle(&event, &mut records).map_err(|e| transform_error(name, e))?;
         bytes += batch_bytes(&records[before..]);
+        resnapshot.observe(&records[before..]);
         let is_heartbeat = event.header().event_type_raw() == EventType::HEARTBEAT_EVENT as u8;
         if let Some(checkpoint) = checkpoint {
+            let checkpoint = resnapshot.checkpoint(checkpoint);
             {
                 let mut pos = metrics.position.lock().expect("position lock");
                 pos.0.clone_from(&checkpoint.position.file);
@@ -147,6 +150,7 @@ pub async fn run(
             }
             publishing(epochs, start.epoch, &records, transformer.file())?;
             send(tx, metrics, std::mem::take(&mut records), Some(checkpoint), beat).await?;
+            emit_chunk(&mut resnapshot, epochs, start.epoch, transformer.file(), tx, metrics, settings.batch_size).await?;
             records.reserve(settings.batch_size);
             bytes = 0;
         } else if records.len() >= settings.batch_size || bytes >= settings.batch_max_bytes {
@@ -158,12 +162,52 @@ pub async fn run(
     }
 }
 
+/// Looks up the information_schema facts `transformer` lacks for `event` (see [`Transformer::missing_schema`]), on
+/// `schema_conn`, connected from `pool` when first needed.
+pub(crate) async fn fill_schemas(
+    name: &str,
+    flavor: Flavor,
+    pool: &Pool,
+    schema_conn: &mut Option<Conn>,
+    transformer: &mut Transformer,
+    event: &mysql_async::binlog::events::Event,
+) -> Result<(), CaptureError> {
+    while let Some(table) = transformer.missing_schema(event) {
+        if schema_conn.is_none() {
+            let connect = pool.get_conn();
+            *schema_conn = Some(timeouts::mysql(name, "connecting", timeouts::MYSQL_CONNECT, connect).await?);
+        }
+        let conn = schema_conn.as_mut().expect("set above");
+        let lookup = schema::columns(conn, flavor, &table);
+        let columns = timeouts::mysql(name, "the schema lookup", timeouts::MYSQL_QUERY, lookup).await?;
+        transformer.set_schema(table, columns);
+    }
+    Ok(())
+}
+
 /// Makes the epoch file cover `records` of binlog `file` before they are sent (see [`crate::epoch`]).
 fn publishing(epochs: &mut EpochFile, epoch: u32, records: &[Record], file: &str) -> Result<(), CaptureError> {
     match epoch::file_seq(file) {
         Some(seq) if !records.is_empty() => epochs.publishing(epoch, seq),
         _ => Ok(()),
     }
+}
+
+/// Sends the resnapshot chunk that is due at the reader's position, if any; called between transactions only.
+async fn emit_chunk(
+    resnapshot: &mut Resnapshot,
+    epochs: &mut EpochFile,
+    epoch: u32,
+    file: &str,
+    tx: &BatchSender,
+    metrics: &SourceMetrics,
+    batch_size: usize,
+) -> Result<(), CaptureError> {
+    for (records, checkpoint) in resnapshot.ready(batch_size).unwrap_or_default() {
+        publishing(epochs, epoch, &records, file)?;
+        send(tx, metrics, records, checkpoint, None).await?;
+    }
+    Ok(())
 }
 
 async fn send(

@@ -237,6 +237,7 @@ impl Transformer {
             gtid_set: self.gtid_set.clone(),
             ts_ms: self.last_commit_ts_ms,
             snapshot: None,
+            resnapshot: None,
         }
     }
 

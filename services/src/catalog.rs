@@ -7,7 +7,9 @@
 //! reservations table is captured too: its change events are how the orders service learns the outcome.
 //!
 //! Reconciliation (periodic, and `catalog reconcile`): reservations still held for an order that is final or gone
-//! are released; reservations whose order stayed `PENDING` past the reservation TTL expire.
+//! are released; a reservation expires only once the orders stream is applied past the point where its order,
+//! still `PENDING`, outlived the TTL ([`crate::progress`]), so the reservation of a `CONFIRMED` order never expires;
+//! a `CONFIRMED` order whose reservation is not held is re-reserved, or flagged for an operator.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,9 +28,12 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::cli::Config;
 use crate::consumer::{self, column, ApplyError, ConsumerConfig, Handler, Incoming, Reconciliation};
+use crate::dead_letters::{self, ReplayReport};
 use crate::http::{is_duplicate, with_common_routes, ApiError, Body, ErrorBody, Id, Page, PageParams, Query};
 use crate::metrics::Metrics;
 use crate::money::Money;
+use crate::operator;
+use crate::progress::{self, ProgressConfig};
 use crate::users::{check_text, TS};
 
 /// A product with its available stock.
@@ -126,21 +131,31 @@ pub fn start(pool: Pool, config: Arc<Config>, metrics: Arc<Metrics>, shutdown: C
         .route("/products", get(list_products).post(create_product))
         .route("/products/{id}", get(get_product).patch(patch_product).delete(delete_product))
         .route("/reservations/{order_id}", get(get_reservation))
-        .with_state(AppState { pool: pool.clone() });
+        .with_state(AppState { pool: pool.clone() })
+        .merge(operator::catalog_routes(pool.clone()));
     let consumer = ConsumerConfig {
         name: config.group.clone(),
         brokers: config.brokers.clone(),
         topics: vec![config.topic(&config.orders_db, "orders")],
+        batch_max: config.batch_max,
+        batch_linger: config.batch_linger,
         stop_before_offset_commit: config.stop_before_offset_commit,
     };
-    let handler = Arc::new(Reserve { ttl_ms: config.reservation_ttl.as_millis() as u64 });
+    let handler = Arc::new(reserve(&config));
     let consume = tokio::spawn(consumer::run(pool.clone(), consumer, handler, metrics.clone(), shutdown.clone()));
+    let watch = ProgressConfig {
+        brokers: config.brokers.clone(),
+        group: config.group.clone(),
+        heartbeats: format!("{}.heartbeats", config.topic_prefix),
+        topic: config.topic(&config.orders_db, "orders"),
+    };
+    let progress = tokio::spawn(progress::run(pool.clone(), watch, shutdown.clone()));
     let (p, c, m) = (pool, config.clone(), metrics.clone());
     let sweep = tokio::spawn(consumer::every(config.reconcile_interval, shutdown, "reconciliation", move || {
         let (p, c, m) = (p.clone(), c.clone(), m.clone());
         async move { reconcile(&p, &c, &m).await.map(|_| ()) }
     }));
-    (with_common_routes(routes, metrics, ApiDoc::openapi()), vec![consume, sweep])
+    (with_common_routes(routes, metrics, ApiDoc::openapi().merge_from(operator::CatalogDoc::openapi())), vec![consume, progress, sweep])
 }
 
 async fn load(pool: &Pool, id: u64) -> Result<Product, ApiError> {
@@ -254,6 +269,15 @@ struct Reserve {
     ttl_ms: u64,
 }
 
+fn reserve(config: &Config) -> Reserve {
+    Reserve { ttl_ms: config.reservation_ttl.as_millis() as u64 }
+}
+
+/// Replays the consumer's pending dead letters (`catalog replay-dead-letters`).
+pub async fn replay_dead_letters(pool: &Pool, config: &Config) -> Result<ReplayReport> {
+    dead_letters::replay(pool, &config.group, &reserve(config)).await
+}
+
 impl Handler for Reserve {
     type Note = ();
 
@@ -265,11 +289,14 @@ impl Handler for Reserve {
         let row = incoming.row()?;
         let order_id = column(row, "id", |v| v.as_u64())?;
         let Some(after) = &incoming.event.after else {
-            remember(tx, order_id, "DELETED").await?;
+            remember(tx, order_id, "DELETED", None).await?;
             return release(tx, order_id, "RELEASED", "the order was deleted").await;
         };
         let status = column(after, "status", |v| v.as_str().map(str::to_owned))?;
-        remember(tx, order_id, &status).await?;
+        // In the orders database's clock: the orders service confirms only within its pending timeout of created_at.
+        let created_ms = after.get("created_at").and_then(|v| v.as_u64()).map_or(0, |v| v as i64);
+        let pending_since = (status == "PENDING").then(|| created_ms.max(incoming.event.source.ts_ms));
+        remember(tx, order_id, &status, pending_since).await?;
         match status.as_str() {
             "PENDING" => {
                 let decided: Option<String> =
@@ -288,10 +315,12 @@ impl Handler for Reserve {
     fn committed(&self, (): ()) {}
 }
 
-async fn remember(tx: &mut Transaction<'static>, order_id: u64, status: &str) -> Result<(), ApplyError> {
+/// Records the order's newest status, and for a PENDING one the newest `pending_since_ms` (see [`crate::progress`]).
+async fn remember(tx: &mut Transaction<'static>, order_id: u64, status: &str, pending_since: Option<i64>) -> Result<(), ApplyError> {
     tx.exec_drop(
-        "INSERT INTO known_orders (id, status) VALUES (?, ?) ON DUPLICATE KEY UPDATE status = VALUES(status)",
-        (order_id, status),
+        "INSERT INTO known_orders (id, status, pending_since_ms) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE \
+         status = VALUES(status), pending_since_ms = GREATEST(COALESCE(pending_since_ms, 0), COALESCE(VALUES(pending_since_ms), 0))",
+        (order_id, status, pending_since),
     )
     .await?;
     Ok(())
@@ -310,24 +339,10 @@ async fn decide(tx: &mut Transaction<'static>, order_id: u64, lines: Option<&str
         Some(Err(e)) => return reject(tx, order_id, &format!("the order's lines cannot be read: {e}"), ttl_ms).await,
         _ => return reject(tx, order_id, "the order lists no lines", ttl_ms).await,
     };
-    // Lock the products in id order (no deadlock between concurrent decisions), then check them all.
-    let ids: Vec<String> = wanted.keys().map(u64::to_string).collect();
-    let stock: Vec<(u64, u32)> = tx
-        .query(format!("SELECT id, stock FROM products WHERE id IN ({}) ORDER BY id FOR UPDATE", ids.join(",")))
-        .await?;
-    let stock: BTreeMap<u64, u32> = stock.into_iter().collect();
-    for (&product, &quantity) in &wanted {
-        match stock.get(&product) {
-            None => return reject(tx, order_id, &format!("product {product} does not exist"), ttl_ms).await,
-            Some(&have) if u64::from(have) < quantity => {
-                let reason = format!("insufficient stock for product {product}: {quantity} requested, {have} available");
-                return reject(tx, order_id, &reason, ttl_ms).await;
-            }
-            Some(_) => {}
-        }
+    if let Err(reason) = take_stock(tx, &wanted).await? {
+        return reject(tx, order_id, &reason, ttl_ms).await;
     }
     for (&product, &quantity) in &wanted {
-        tx.exec_drop("UPDATE products SET stock = stock - ? WHERE id = ?", (quantity, product)).await?;
         tx.exec_drop("INSERT INTO reservation_lines (order_id, product_id, quantity) VALUES (?, ?, ?)", (order_id, product, quantity))
             .await?;
     }
@@ -337,6 +352,29 @@ async fn decide(tx: &mut Transaction<'static>, order_id: u64, lines: Option<&str
     )
     .await?;
     Ok(())
+}
+
+/// Locks the products in id order (no deadlock between concurrent decisions) and takes the stock of every line,
+/// or takes none and says which product is short.
+async fn take_stock(tx: &mut Transaction<'static>, wanted: &BTreeMap<u64, u64>) -> Result<Result<(), String>, mysql_async::Error> {
+    let ids: Vec<String> = wanted.keys().map(u64::to_string).collect();
+    let stock: Vec<(u64, u32)> = tx
+        .query(format!("SELECT id, stock FROM products WHERE id IN ({}) ORDER BY id FOR UPDATE", ids.join(",")))
+        .await?;
+    let stock: BTreeMap<u64, u32> = stock.into_iter().collect();
+    for (&product, &quantity) in wanted {
+        match stock.get(&product) {
+            None => return Ok(Err(format!("product {product} does not exist"))),
+            Some(&have) if u64::from(have) < quantity => {
+                return Ok(Err(format!("insufficient stock for product {product}: {quantity} requested, {have} available")));
+            }
+            Some(_) => {}
+        }
+    }
+    for (&product, &quantity) in wanted {
+        tx.exec_drop("UPDATE products SET stock = stock - ? WHERE id = ?", (quantity, product)).await?;
+    }
+    Ok(Ok(()))
 }
 
 async fn reject(tx: &mut Transaction<'static>, order_id: u64, reason: &str, ttl_ms: u64) -> Result<(), ApplyError> {
@@ -350,7 +388,7 @@ async fn reject(tx: &mut Transaction<'static>, order_id: u64, reason: &str, ttl_
 }
 
 /// Gives back the stock of a held reservation and marks it `status`; nothing when none is held.
-async fn release(tx: &mut Transaction<'static>, order_id: u64, status: &str, reason: &str) -> Result<(), ApplyError> {
+pub(crate) async fn release(tx: &mut Transaction<'static>, order_id: u64, status: &str, reason: &str) -> Result<(), ApplyError> {
     let held: Option<String> = tx
         .exec_first("SELECT status FROM reservations WHERE order_id = ? FOR UPDATE", (order_id,))
         .await?;
@@ -368,11 +406,19 @@ async fn release(tx: &mut Transaction<'static>, order_id: u64, status: &str, rea
     Ok(())
 }
 
-/// Finds held reservations that should not be, and releases them:
-/// - `reservation_of_final_order`: the order is CANCELLED, REJECTED or deleted;
-/// - `expired_reservation`: the order is still PENDING after the reservation TTL (status becomes EXPIRED).
-pub async fn reconcile(pool: &Pool, _config: &Config, metrics: &Metrics) -> Result<Reconciliation> {
+/// Finds reservations that disagree with their order, and repairs them:
+/// - `reservation_of_final_order`: held while the order is CANCELLED, REJECTED or deleted: released;
+/// - `expired_reservation`: held while the order stayed PENDING past the TTL *at a consumed point of the orders
+///   stream* ([`progress::may_expire`]): released as EXPIRED;
+/// - `confirmed_without_reservation`: the order is CONFIRMED but its reservation is not held: re-reserved if the
+///   stock allows, else recorded in `flagged_orders` for an operator (and left in the backlog gauge).
+pub async fn reconcile(pool: &Pool, config: &Config, metrics: &Metrics) -> Result<Reconciliation> {
     let mut report = Reconciliation::default();
+    let rule = ExpiryRule {
+        topic: config.topic(&config.orders_db, "orders"),
+        consumer: config.group.clone(),
+        ttl_ms: config.reservation_ttl.as_millis() as i64,
+    };
     let mut conn = pool.get_conn().await?;
     let final_orders: Vec<(u64, String)> = conn
         .query(
@@ -380,38 +426,138 @@ pub async fn reconcile(pool: &Pool, _config: &Config, metrics: &Metrics) -> Resu
              WHERE r.status = 'RESERVED' AND k.status IN ('CANCELLED', 'REJECTED', 'DELETED') ORDER BY r.order_id",
         )
         .await?;
-    let expired: Vec<u64> = conn
+    let due: Vec<u64> = conn
         .query(
-            "SELECT r.order_id FROM reservations r LEFT JOIN known_orders k ON k.id = r.order_id \
-             WHERE r.status = 'RESERVED' AND r.expires_at < NOW(3) AND COALESCE(k.status, 'PENDING') = 'PENDING' \
-             ORDER BY r.order_id",
+            "SELECT r.order_id FROM reservations r JOIN known_orders k ON k.id = r.order_id \
+             WHERE r.status = 'RESERVED' AND r.expires_at < NOW(3) AND k.status = 'PENDING' ORDER BY r.order_id",
+        )
+        .await?;
+    let unreserved: Vec<u64> = conn
+        .query(
+            "SELECT k.id FROM known_orders k LEFT JOIN reservations r ON r.order_id = k.id \
+             WHERE k.status = 'CONFIRMED' AND (r.status IS NULL OR r.status <> 'RESERVED') ORDER BY k.id",
         )
         .await?;
     drop(conn);
     report.found("reservation_of_final_order", final_orders.iter().map(|o| o.0).collect());
-    report.found("expired_reservation", expired.clone());
     for (order_id, status) in final_orders {
         let mut tx = pool.start_transaction(Default::default()).await?;
         release(&mut tx, order_id, "RELEASED", &format!("reconciliation: the order is {status}")).await?;
         tx.commit().await?;
         report.repaired("reservation_of_final_order", order_id);
     }
-    for order_id in expired {
-        let mut tx = pool.start_transaction(Default::default()).await?;
-        // Re-checked under the row lock: the order may have been confirmed meanwhile.
-        let still: Option<u64> = tx
-            .exec_first(
-                "SELECT r.order_id FROM reservations r LEFT JOIN known_orders k ON k.id = r.order_id \
-                 WHERE r.order_id = ? AND r.status = 'RESERVED' AND COALESCE(k.status, 'PENDING') = 'PENDING' FOR UPDATE",
-                (order_id,),
-            )
-            .await?;
-        if still.is_some() {
-            release(&mut tx, order_id, "EXPIRED", "the order stayed PENDING past the reservation TTL").await?;
-            report.repaired("expired_reservation", order_id);
+    let mut expired = Vec::new();
+    for order_id in due {
+        if rule.expire(pool, order_id).await? {
+            expired.push(order_id);
         }
-        tx.commit().await?;
+    }
+    report.found("expired_reservation", expired.clone());
+    for order_id in expired {
+        report.repaired("expired_reservation", order_id);
+    }
+    report.found("confirmed_without_reservation", unreserved.clone());
+    for order_id in unreserved {
+        if re_reserve(pool, order_id).await? {
+            report.repaired("confirmed_without_reservation", order_id);
+        }
     }
     report.publish(metrics);
     Ok(report)
+}
+
+/// When a held reservation of a PENDING order may expire.
+struct ExpiryRule {
+    /// The orders topic, whose consumed progress counts.
+    topic: String,
+    /// The consumer group (as `dead_letters.consumer`).
+    consumer: String,
+    ttl_ms: i64,
+}
+
+impl ExpiryRule {
+    /// Expires the reservation if [`progress::may_expire`] allows it, decided under the rows' locks; true if it did.
+    async fn expire(&self, pool: &Pool, order_id: u64) -> Result<bool> {
+        let mut tx = pool.start_transaction(Default::default()).await?;
+        // Reservations written before pending_since_ms was recorded count from their own creation.
+        let row: Option<(String, String, i64, bool)> = tx
+            .exec_first(
+                "SELECT k.status, r.status, COALESCE(k.pending_since_ms, FLOOR(UNIX_TIMESTAMP(r.created_at) * 1000)), \
+                 r.expires_at < NOW(3) FROM known_orders k JOIN reservations r ON r.order_id = k.id WHERE k.id = ? FOR UPDATE",
+                (order_id,),
+            )
+            .await?;
+        let Some((status, _, since, due)) = row.filter(|r| r.1 == "RESERVED") else { return Ok(false) };
+        // Read in one snapshot: a dead letter is stored before the offsets (and so the progress) pass it.
+        let covered: Option<i64> =
+            tx.exec_first("SELECT covered_ms FROM known_progress WHERE topic = ?", (&self.topic,)).await?;
+        let dead_letters: u64 = tx
+            .exec_first("SELECT COUNT(*) FROM dead_letters WHERE consumer = ? AND topic = ? AND replayed_at IS NULL", (&self.consumer, &self.topic))
+            .await?
+            .unwrap_or(0);
+        let facts = progress::ExpiryFacts {
+            status: &status,
+            pending_since_ms: Some(since),
+            covered_ms: covered,
+            due,
+            dead_letters,
+            ttl_ms: self.ttl_ms,
+        };
+        if let Some(hold) = progress::may_expire(facts) {
+            tracing::debug!(order_id, ?hold, "reservation past its TTL held");
+            return Ok(false);
+        }
+        release(&mut tx, order_id, "EXPIRED", "the order stayed PENDING past the reservation TTL").await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+/// Restores the reservation of a CONFIRMED order if the stock allows; else flags the order for an operator.
+/// True when re-reserved.
+async fn re_reserve(pool: &Pool, order_id: u64) -> Result<bool> {
+    let mut tx = pool.start_transaction(Default::default()).await?;
+    let status: Option<String> = tx.exec_first("SELECT status FROM known_orders WHERE id = ? FOR UPDATE", (order_id,)).await?;
+    if status.as_deref() != Some("CONFIRMED") {
+        return Ok(false);
+    }
+    let held: Option<String> = tx.exec_first("SELECT status FROM reservations WHERE order_id = ? FOR UPDATE", (order_id,)).await?;
+    let problem = match held.as_deref() {
+        Some("RESERVED") => return Ok(false),
+        Some("EXPIRED" | "RELEASED") => {
+            let lines: Vec<(u64, u64)> =
+                tx.exec("SELECT product_id, quantity FROM reservation_lines WHERE order_id = ?", (order_id,)).await?;
+            if lines.is_empty() {
+                "the reservation lists no lines".to_owned()
+            } else {
+                match take_stock(&mut tx, &lines.into_iter().collect()).await? {
+                    Ok(()) => {
+                        tx.exec_drop(
+                            "UPDATE reservations SET status = 'RESERVED', reason = ? WHERE order_id = ?",
+                            ("reconciliation: re-reserved for a CONFIRMED order", order_id),
+                        )
+                        .await?;
+                        tx.exec_drop("DELETE FROM flagged_orders WHERE order_id = ?", (order_id,)).await?;
+                        tx.commit().await?;
+                        tracing::warn!(order_id, "re-reserved the stock of a CONFIRMED order whose reservation was not held");
+                        return Ok(true);
+                    }
+                    Err(short) => format!("cannot re-reserve: {short}"),
+                }
+            }
+        }
+        Some(other) => format!("the catalog's decision was {other}"),
+        None => "the catalog never decided the order (it was not PENDING when it arrived)".to_owned(),
+    };
+    tx.exec_drop(
+        "INSERT INTO flagged_orders (order_id, kind, detail) VALUES (?, 'confirmed_without_reservation', ?) \
+         ON DUPLICATE KEY UPDATE detail = VALUES(detail)",
+        (order_id, &problem),
+    )
+    .await?;
+    if tx.affected_rows() == 1 {
+        tracing::error!(order_id, problem, "a CONFIRMED order holds no stock and needs an operator (flagged_orders)");
+    }
+    tx.commit().await?;
+    Ok(false)
 }

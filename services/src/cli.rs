@@ -72,6 +72,19 @@ struct Args {
     /// How often reconciliation (and the timeout/expiry sweep) runs.
     #[arg(long, env = "SERVICE_RECONCILE_INTERVAL", value_parser = humantime::parse_duration, default_value = "2s")]
     reconcile_interval: Duration,
+    /// A request whose handler takes longer is abandoned with a 503 (`timeout`).
+    #[arg(long, env = "SERVICE_REQUEST_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    request_timeout: Duration,
+    /// Comma-separated origins (`https://host[:port]`) whose browsers may send state-changing requests; a
+    /// POST/PUT/PATCH/DELETE carrying any other `Origin` is refused with 403. Default: none.
+    #[arg(long, env = "SERVICE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    allowed_origins: Vec<String>,
+    /// catalog, orders: at most this many change events per consumer batch (one database transaction).
+    #[arg(long, env = "SERVICE_BATCH_MAX", default_value = "500")]
+    batch_max: usize,
+    /// catalog, orders: how long a consumer batch waits for more events after its first.
+    #[arg(long, env = "SERVICE_BATCH_LINGER", value_parser = humantime::parse_duration, default_value = "2ms")]
+    batch_linger: Duration,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -80,6 +93,12 @@ struct Args {
 enum Command {
     /// Runs reconciliation once: prints what it found and repaired as JSON, then exits.
     Reconcile,
+    #[command(flatten)]
+    Operator(crate::operator::OperatorCommand),
+    /// Re-applies the consumer's pending dead letters (of `--group`) through the consumer's idempotent apply: prints
+    /// which applied, which were already applied and which failed again (they stay, with the new error) as JSON;
+    /// exits 1 when any failed.
+    ReplayDeadLetters,
 }
 
 /// A service's settings.
@@ -96,6 +115,14 @@ pub struct Config {
     pub pending_timeout: Duration,
     pub reservation_ttl: Duration,
     pub reconcile_interval: Duration,
+    /// See `--request-timeout`.
+    pub request_timeout: Duration,
+    /// See `--allowed-origins`.
+    pub allowed_origins: Vec<String>,
+    /// Consumer batches: at most this many events (default 500) ...
+    pub batch_max: usize,
+    /// ... or what arrived within this long of the first (default 2 ms).
+    pub batch_linger: Duration,
     /// Fault injection for tests: after this many applied events the consumer stops between its database commit
     /// and its offset commit, as a crash there would.
     pub stop_before_offset_commit: Option<u64>,
@@ -116,6 +143,10 @@ impl Config {
             pending_timeout: Duration::from_secs(60),
             reservation_ttl: Duration::from_secs(120),
             reconcile_interval: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(10),
+            allowed_origins: Vec::new(),
+            batch_max: 500,
+            batch_linger: Duration::from_millis(2),
             stop_before_offset_commit: None,
         }
     }
@@ -143,8 +174,23 @@ impl Config {
         if self.reconcile_interval.is_zero() {
             bail!("--reconcile-interval must be more than zero");
         }
+        if self.request_timeout.is_zero() {
+            bail!("--request-timeout must be more than zero (e.g. 10s)");
+        }
+        if let Some(bad) = self.allowed_origins.iter().find(|o| !valid_origin(o)) {
+            bail!("--allowed-origins: `{bad}` is not an origin; write scheme://host[:port], e.g. https://shop.example:8443");
+        }
+        if self.batch_max == 0 {
+            bail!("--batch-max (SERVICE_BATCH_MAX) must be at least 1");
+        }
         Ok(())
     }
+}
+
+/// `scheme://host[:port]` with nothing after it, as browsers send in `Origin`.
+fn valid_origin(origin: &str) -> bool {
+    let Some((scheme, rest)) = origin.split_once("://") else { return false };
+    matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains(['/', '?', '#', ' '])
 }
 
 /// Connects to the service's database (UTC session time zone) and checks its tables exist.
@@ -195,6 +241,11 @@ pub async fn start(service: Service, config: Config, shutdown: CancellationToken
     if service == Service::Users {
         metrics.set_problem(None);
     }
+    let policy = crate::http::HttpPolicy {
+        request_timeout: config.request_timeout,
+        allowed_origins: config.allowed_origins.clone(),
+    };
+    let router = crate::http::harden(router, metrics.clone(), policy);
     let token = shutdown.clone();
     let done = tokio::spawn(async move {
         let server = axum::serve(listener, router).with_graceful_shutdown(async move { token.cancelled().await });
@@ -233,6 +284,10 @@ pub fn main(service: Service) -> ExitCode {
         pending_timeout: args.pending_timeout,
         reservation_ttl: args.reservation_ttl,
         reconcile_interval: args.reconcile_interval,
+        request_timeout: args.request_timeout,
+        allowed_origins: args.allowed_origins,
+        batch_max: args.batch_max,
+        batch_linger: args.batch_linger,
         stop_before_offset_commit: None,
     };
     if let Err(e) = config.validate(service) {
@@ -241,11 +296,35 @@ pub fn main(service: Service) -> ExitCode {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
     runtime.block_on(async move {
+        if let Some(Command::Operator(command)) = args.command {
+            return match crate::operator::run(service, &config, command).await {
+                Ok(entry) => {
+                    println!("{}", serde_json::to_string_pretty(&entry).expect("JSON"));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{}: {e:#}", service.name());
+                    ExitCode::FAILURE
+                }
+            };
+        }
         if let Some(Command::Reconcile) = args.command {
             return match reconcile_once(service, &config).await {
                 Ok(report) => {
                     println!("{}", serde_json::to_string_pretty(&report).expect("JSON"));
                     ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{}: {e:#}", service.name());
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        if let Some(Command::ReplayDeadLetters) = args.command {
+            return match replay_dead_letters(service, &config).await {
+                Ok(report) => {
+                    println!("{}", serde_json::to_string_pretty(&report).expect("JSON"));
+                    if report.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
                 }
                 Err(e) => {
                     eprintln!("{}: {e:#}", service.name());
@@ -294,6 +373,18 @@ pub async fn reconcile_once(service: Service, config: &Config) -> Result<crate::
         Service::Users => bail!("the users service has nothing to reconcile"),
         Service::Catalog => catalog::reconcile(&pool, config, &metrics).await?,
         Service::Orders => orders::reconcile(&pool, config, &metrics).await?,
+    };
+    pool.disconnect().await.ok();
+    Ok(report)
+}
+
+/// Replays the pending dead letters of `service`'s consumer and returns what became of them.
+pub async fn replay_dead_letters(service: Service, config: &Config) -> Result<crate::dead_letters::ReplayReport> {
+    let pool = connect(service, &config.mysql_url).await?;
+    let report = match service {
+        Service::Users => bail!("the users service consumes nothing, so it has no dead letters"),
+        Service::Catalog => catalog::replay_dead_letters(&pool, config).await?,
+        Service::Orders => orders::replay_dead_letters(&pool, config, Arc::new(Metrics::new(service.name()))).await?,
     };
     pool.disconnect().await.ok();
     Ok(report)

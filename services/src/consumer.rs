@@ -1,15 +1,19 @@
-//! The idempotent change-event consumer the catalog and orders services share.
+//! The idempotent, batched change-event consumer the catalog and orders services share.
 //!
-//! For each message, in this order:
-//! 1. one local transaction: look up the newest source position already applied for the message's topic and key
-//!    (`applied_events`, row-locked); if the event is not newer, it is a redelivery or a replay and changes nothing;
-//!    else apply the handler's effect and record the event's position, then commit;
-//! 2. only then commit the message's Kafka offset (offsets of applied messages are committed together every 100 ms).
+//! Messages are taken in batches (up to `batch_max`, or what arrived within `batch_linger` of the first) and each
+//! batch is applied in one local transaction ([`crate::apply`]): per key, an event changes something only if it is
+//! newer than the version recorded in `applied_events`, and the new versions are recorded in the same transaction.
+//! Only after that commit are the batch's Kafka offsets committed (together, every 100 ms). A crash in between
+//! redelivers the batch, whose versions are then found and skipped. Per-key order holds because the capture
+//! partitions by primary key and a batch keeps partition order.
 //!
-//! A crash between 1 and 2 redelivers the message; step 1 then finds its position and skips it. Per-key order holds
-//! because the capture partitions by primary key and one consumer applies a partition in order. An event that can
-//! never apply (not a change event, a row without the expected columns) is stored in `dead_letters` with its error
-//! and payload, counted, and passed, so one bad message neither blocks the stream nor disappears.
+//! Errors, by the workspace's MySQL classifier ([`cdc_capture::error::mysql_error_kind`]):
+//! - an event that cannot apply *by its content* (not a change event, missing columns, data the schema refuses)
+//!   is stored in `dead_letters` in the batch's transaction, and the rest of the batch applies ([`crate::dead_letters`]);
+//! - any other database error (read-only, lost or killed connection, shutdown, lock wait, deadlock, too many
+//!   connections, and also errors that need an operator such as a missing table) rolls the batch back and retries
+//!   it with backoff until the database accepts it: nothing is skipped and no offset moves meanwhile. `/health` is
+//!   503 with the error while it retries, and `cdc_service_apply_retries_total` counts the retries.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,14 +21,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use cdc_capture::backoff::Backoff;
+use cdc_capture::error::{mysql_error_kind, MySqlErrorKind};
 use cdc_contract::{ChangeEvent, Row, Value};
-use mysql_async::prelude::*;
-use mysql_async::{Pool, Transaction, TxOpts};
+use mysql_async::{Pool, Transaction};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::apply::{apply_batch, Message, Outcome};
+use crate::dead_letters;
 use crate::metrics::Metrics;
 
 /// One change event taken from a topic.
@@ -66,12 +73,13 @@ impl Incoming {
 /// Why an event did not apply.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    /// It never will: goes to `dead_letters`.
+    /// By its content it never will: goes to `dead_letters`.
     #[error("{0}")]
     Permanent(String),
-    /// Retried with backoff (database unreachable, deadlock).
+    /// The database refused: the MySQL classifier decides (data the schema refuses is dead-lettered, anything else
+    /// retries the batch).
     #[error(transparent)]
-    Transient(#[from] mysql_async::Error),
+    Database(#[from] mysql_async::Error),
 }
 
 /// A required column of a row image, converted.
@@ -80,7 +88,9 @@ pub fn column<'r, T>(row: &'r Row, name: &str, convert: impl Fn(&'r Value) -> Op
     convert(value).ok_or_else(|| ApplyError::Permanent(format!("column `{name}` has an unexpected value {value:?}")))
 }
 
-/// What a consumer does with one event, inside the transaction that also records the event as applied.
+/// What a consumer does with one event, inside the batch's transaction, which also records the event as applied.
+/// The consumer calls it only for an event newer than what is applied for its key, in partition order; earlier
+/// events of the batch are visible in `tx`.
 pub trait Handler: Send + Sync + 'static {
     /// Something to do once the transaction committed (metrics of what changed).
     type Note: Send;
@@ -102,9 +112,20 @@ pub struct ConsumerConfig {
     pub name: String,
     pub brokers: String,
     pub topics: Vec<String>,
+    /// At most this many messages per batch (one transaction).
+    pub batch_max: usize,
+    /// How long a batch waits for more messages after its first.
+    pub batch_linger: Duration,
     /// See [`crate::cli::Config::stop_before_offset_commit`].
     pub stop_before_offset_commit: Option<u64>,
 }
+
+/// Retry delays of a batch the database refuses: from 50 ms, at most 5 s.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// How often dead letters are counted and consumer lag measured.
+const MEASURE_EVERY: Duration = Duration::from_secs(2);
 
 /// Consumes `topics` and applies each event once, until `shutdown`.
 pub async fn run<H: Handler>(
@@ -128,29 +149,39 @@ pub async fn run<H: Handler>(
     let consumer = Arc::new(consumer);
     let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
-    tracing::info!(topics = ?topics, group = %config.name, "consuming");
+    tracing::info!(topics = ?topics, group = %config.name, batch_max = config.batch_max, "consuming");
     metrics.set_problem(None);
     let committed: Arc<Mutex<HashMap<(String, i32), i64>>> = Arc::default();
-    let lag = tokio::spawn(measure_lag(consumer.clone(), committed.clone(), metrics.clone(), shutdown.clone()));
+    let measure = tokio::spawn(measure(
+        consumer.clone(),
+        pool.clone(),
+        config.clone(),
+        committed.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     let result = consume(&pool, &config, &consumer, handler, &metrics, &shutdown, &committed).await;
-    lag.abort();
+    measure.abort();
     result
 }
 
-/// Consumer lag every 5 s: the brokers' high watermarks against what is committed (a round trip per partition, so
-/// off the consuming loop).
-async fn measure_lag(
+/// Every [`MEASURE_EVERY`]: pending dead letters (gauge and the /health warning), and consumer lag, the brokers'
+/// high watermarks against what is committed (a round trip per partition, so off the consuming loop).
+async fn measure(
     consumer: Arc<StreamConsumer>,
+    pool: Pool,
+    config: ConsumerConfig,
     committed: Arc<Mutex<HashMap<(String, i32), i64>>>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut tick = tokio::time::interval(MEASURE_EVERY);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        count_dead_letters(&pool, &config, &metrics).await;
         let partitions: Vec<((String, i32), i64)> =
             committed.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (k.clone(), *v)).collect();
         for ((topic, partition), offset) in partitions {
@@ -164,6 +195,26 @@ async fn measure_lag(
     }
 }
 
+/// Sets the pending dead-letter gauge of every consumed topic and the /health warning.
+async fn count_dead_letters(pool: &Pool, config: &ConsumerConfig, metrics: &Metrics) {
+    let (database, counts) = match dead_letters::pending(pool, &config.name).await {
+        Ok(counts) => counts,
+        Err(e) => return tracing::debug!(error = %e, "counting dead letters failed"),
+    };
+    let mut total = 0;
+    for topic in &config.topics {
+        let n = counts.iter().find(|(t, _)| t == topic).map_or(0, |c| c.1);
+        metrics.dead_letters_pending(topic, n);
+        total += n;
+    }
+    metrics.set_warning((total > 0).then(|| {
+        format!(
+            "warning: {total} dead letters in {database}.dead_letters; inspect and run `{} replay-dead-letters`",
+            metrics.service()
+        )
+    }));
+}
+
 async fn consume<H: Handler>(
     pool: &Pool,
     config: &ConsumerConfig,
@@ -173,52 +224,59 @@ async fn consume<H: Handler>(
     shutdown: &CancellationToken,
     committed: &Mutex<HashMap<(String, i32), i64>>,
 ) -> Result<()> {
-    let mut applied_count = 0_u64;
-    // Offsets of applied messages not yet committed: committed together every COMMIT_EVERY (a crash in between only
+    let mut handled = 0_u64;
+    // Offsets of applied batches not yet committed: committed together every COMMIT_EVERY (a crash in between only
     // redelivers messages whose positions are recorded, which are skipped).
     let mut uncommitted: HashMap<(String, i32), i64> = HashMap::new();
     let mut last_commit = Instant::now();
+    let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
     loop {
-        let received = tokio::select! {
-            biased;
+        let first = tokio::select! {
+            biased; // a shutdown wins over more messages
             _ = shutdown.cancelled() => {
                 commit(consumer, &mut uncommitted, committed, CommitMode::Sync);
                 return Ok(());
             }
             r = tokio::time::timeout(COMMIT_EVERY, consumer.recv()) => r,
         };
-        let message = match received {
-            Err(_) => None,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "consumer error");
-                continue;
-            }
-            Ok(Ok(m)) => Some(m),
-        };
-        if let Some(message) = message {
-            let (topic, partition, offset) = (message.topic().to_owned(), message.partition(), message.offset());
-            if let Some(payload) = message.payload() {
-                let key = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
-                match serde_json::from_slice::<ChangeEvent>(payload) {
-                    Ok(event) => {
-                        let incoming = Incoming { topic: topic.clone(), partition, offset, key, event };
-                        if !apply_once(pool, &config.name, handler.as_ref(), &incoming, payload, metrics, shutdown).await? {
-                            commit(consumer, &mut uncommitted, committed, CommitMode::Sync);
-                            return Ok(()); // shut down while retrying
-                        }
+        let mut received = Vec::new();
+        match first {
+            Err(_) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+            Ok(Ok(m)) => received.push(m.detach()),
+        }
+        if !received.is_empty() {
+            let until = tokio::time::Instant::now() + config.batch_linger;
+            while received.len() < config.batch_max {
+                match tokio::time::timeout_at(until, consumer.recv()).await {
+                    Ok(Ok(m)) => received.push(m.detach()),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "consumer error");
+                        break;
                     }
-                    Err(e) => {
-                        dead_letter(pool, &config.name, &topic, partition, offset, &format!("not a change event: {e}"), payload, metrics, shutdown)
-                            .await?
-                    }
+                    Err(_) => break,
                 }
-            } // a tombstone: the delete came before it
-            applied_count += 1;
-            if config.stop_before_offset_commit.is_some_and(|n| applied_count >= n) {
-                tracing::warn!(topic, partition, offset, "stopping before the offset commit (fault injection)");
+            }
+            // A tombstone (no payload) follows its delete, which carries the change: only its offset counts.
+            let batch: Vec<Message> = received
+                .iter()
+                .filter_map(|m| {
+                    let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+                    Some(Message::new(m.topic(), m.partition(), m.offset(), &key, m.payload()?.to_vec(), None))
+                })
+                .collect();
+            if !batch.is_empty() && !apply_until_accepted(pool, config, handler.as_ref(), &batch, metrics, shutdown, &mut backoff).await {
+                commit(consumer, &mut uncommitted, committed, CommitMode::Sync);
+                return Ok(()); // shut down while retrying: the batch is redelivered after the next start
+            }
+            handled += received.len() as u64;
+            if config.stop_before_offset_commit.is_some_and(|n| handled >= n) {
+                tracing::warn!(messages = handled, "stopping before the offset commit (fault injection)");
                 return Ok(());
             }
-            uncommitted.insert((topic, partition), offset);
+            for m in &received {
+                uncommitted.insert((m.topic().to_owned(), m.partition()), m.offset());
+            }
         }
         if last_commit.elapsed() >= COMMIT_EVERY {
             commit(consumer, &mut uncommitted, committed, CommitMode::Async);
@@ -252,129 +310,57 @@ fn commit(
     }
 }
 
-/// Applies one event exactly once; retries transient failures until `shutdown` (then returns false).
-async fn apply_once<H: Handler>(
+/// Applies `batch`, retrying with backoff while the database refuses it; false when shut down meanwhile.
+async fn apply_until_accepted<H: Handler>(
     pool: &Pool,
-    consumer: &str,
+    config: &ConsumerConfig,
     handler: &H,
-    incoming: &Incoming,
-    payload: &[u8],
+    batch: &[Message],
     metrics: &Metrics,
     shutdown: &CancellationToken,
-) -> Result<bool> {
-    let mut backoff = Duration::from_millis(50);
-    let mut server_errors = 0;
+    backoff: &mut Backoff,
+) -> bool {
     loop {
-        match try_apply(pool, consumer, handler, incoming).await {
-            Ok(Some(note)) => {
+        match apply_batch(pool, &config.name, handler, batch).await {
+            Ok(outcomes) => {
+                if backoff.attempts() > 0 {
+                    tracing::info!(retries = backoff.attempts(), "the database accepts the batch again");
+                    backoff.reset();
+                }
                 metrics.set_problem(None);
-                metrics.applied(&incoming.topic);
-                handler.committed(note);
-                return Ok(true);
-            }
-            Ok(None) => {
-                metrics.duplicate(&incoming.topic);
-                return Ok(true);
-            }
-            Err(ApplyError::Permanent(reason)) => {
-                let (t, p, o) = (&incoming.topic, incoming.partition, incoming.offset);
-                return dead_letter(pool, consumer, t, p, o, &reason, payload, metrics, shutdown).await.map(|()| true);
-            }
-            Err(ApplyError::Transient(e)) => {
-                // A server error other than a deadlock or lock timeout is retried a few times, then parked.
-                if let mysql_async::Error::Server(s) = &e {
-                    if s.code != 1213 && s.code != 1205 {
-                        server_errors += 1;
-                        if server_errors >= 5 {
-                            let (t, p, o) = (&incoming.topic, incoming.partition, incoming.offset);
-                            let reason = format!("database refused the effect: {e}");
-                            return dead_letter(pool, consumer, t, p, o, &reason, payload, metrics, shutdown).await.map(|()| true);
+                metrics.batch(batch.len());
+                let mut dead = false;
+                for (message, outcome) in batch.iter().zip(outcomes) {
+                    match outcome {
+                        Outcome::Applied => metrics.applied(&message.topic),
+                        Outcome::Duplicate => metrics.duplicate(&message.topic),
+                        Outcome::DeadLettered(_) => {
+                            metrics.dead_letter(&message.topic);
+                            dead = true;
                         }
                     }
                 }
-                tracing::warn!(error = %e, retry_in = ?backoff, topic = %incoming.topic, "applying an event failed; retrying");
-                metrics.set_problem(Some(format!("database: {e}")));
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(false),
-                    _ = tokio::time::sleep(backoff) => {}
+                if dead {
+                    count_dead_letters(pool, config, metrics).await;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-}
-
-/// `Some(note)` when applied, `None` when the event's position was already applied.
-async fn try_apply<H: Handler>(pool: &Pool, consumer: &str, handler: &H, incoming: &Incoming) -> Result<Option<H::Note>, ApplyError> {
-    let version = incoming
-        .event
-        .version()
-        .ok_or_else(|| ApplyError::Permanent(format!("binlog file name `{}` has no sequence number", incoming.event.source.file)))?;
-    let mut tx = pool.start_transaction(TxOpts::default()).await?;
-    let seen: Option<u64> = tx
-        .exec_first(
-            "SELECT version FROM applied_events WHERE consumer = ? AND topic = ? AND event_key = ? FOR UPDATE",
-            (consumer, &incoming.topic, &incoming.key),
-        )
-        .await?;
-    if seen.is_some_and(|v| v >= version) {
-        tx.rollback().await?;
-        return Ok(None);
-    }
-    let note = handler.apply(&mut tx, incoming).await?;
-    let s = &incoming.event.source;
-    tx.exec_drop(
-        "INSERT INTO applied_events (consumer, topic, event_key, version, source_file, source_pos, source_row, \
-         kafka_partition, kafka_offset) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE \
-         version = VALUES(version), source_file = VALUES(source_file), source_pos = VALUES(source_pos), \
-         source_row = VALUES(source_row), kafka_partition = VALUES(kafka_partition), \
-         kafka_offset = VALUES(kafka_offset), applied_at = CURRENT_TIMESTAMP(3)",
-        (consumer, &incoming.topic, &incoming.key, version, &s.file, s.pos, s.row, incoming.partition, incoming.offset),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(Some(note))
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn dead_letter(
-    pool: &Pool,
-    consumer: &str,
-    topic: &str,
-    partition: i32,
-    offset: i64,
-    error: &str,
-    payload: &[u8],
-    metrics: &Metrics,
-    shutdown: &CancellationToken,
-) -> Result<()> {
-    tracing::error!(topic, partition, offset, error, "event cannot be applied; stored in dead_letters");
-    let payload = String::from_utf8_lossy(payload);
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        let stored = async {
-            pool.get_conn()
-                .await?
-                .exec_drop(
-                    "INSERT INTO dead_letters (consumer, topic, kafka_partition, kafka_offset, error, payload) \
-                     VALUES (?, ?, ?, ?, ?, ?)",
-                    (consumer, topic, partition, offset, error, payload.as_ref()),
-                )
-                .await
-        }
-        .await;
-        match stored {
-            Ok(()) => {
-                metrics.dead_letter(topic);
-                return Ok(());
+                return true;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "storing a dead letter failed; retrying");
+                let delay = backoff.next_delay();
+                let what = match mysql_error_kind(&e) {
+                    MySqlErrorKind::Transient => "retrying",
+                    _ => "retrying; this error does not clear by itself: fix the database (schema, privileges)",
+                };
+                tracing::warn!(error = %e, retry_in = ?delay, attempt = backoff.attempts(), events = batch.len(), "the database refuses a batch; {what}");
+                metrics.apply_retry();
+                metrics.set_problem(Some(format!(
+                    "database refuses the consumer's batch ({what}, attempt {}; offsets not committed): {e}",
+                    backoff.attempts()
+                )));
                 tokio::select! {
-                    _ = shutdown.cancelled() => anyhow::bail!("shut down before a dead letter was stored"),
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.cancelled() => return false,
+                    _ = tokio::time::sleep(delay) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }

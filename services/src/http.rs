@@ -1,12 +1,14 @@
 //! What the three services share on the HTTP side: JSON errors, extractors whose rejections say what is wrong,
-//! keyset paging, and the `/health`, `/metrics` and `/openapi.json` routes.
+//! keyset paging, the `/health`, `/metrics` and `/openapi.json` routes, and the layers around every request
+//! ([`harden`]): request metrics with bounded labels, the cross-site check and the request timeout.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -181,15 +183,95 @@ pub fn with_common_routes(routes: Router, metrics: Arc<Metrics>, openapi: utoipa
                 .route("/health", get(health))
                 .with_state(metrics.clone()),
         )
+}
+
+/// What every request passes before its handler.
+#[derive(Debug, Clone)]
+pub struct HttpPolicy {
+    /// A handler that takes longer is abandoned with a 503.
+    pub request_timeout: Duration,
+    /// Origins (`scheme://host[:port]`) whose browsers may send state-changing requests.
+    pub allowed_origins: Vec<String>,
+}
+
+/// Wraps a service's router: every request is counted (route template, bounded method, status), state-changing
+/// requests from other origins or without a JSON body type are refused, and every handler has `request_timeout`.
+pub fn harden(router: Router, metrics: Arc<Metrics>, policy: HttpPolicy) -> Router {
+    router
+        .layer(axum::middleware::from_fn_with_state(Arc::new(policy), guard))
         .layer(axum::middleware::from_fn_with_state(metrics, count_requests))
 }
 
 async fn count_requests(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let response = next.run(req).await;
-    metrics.request(&method, &route, response.status().as_u16());
+    metrics.request(method, &route, response.status().as_u16());
     response
+}
+
+/// The method as a metric label: the standard ones, every other `OTHER`.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+async fn guard(State(policy): State<Arc<HttpPolicy>>, req: Request, next: Next) -> Response {
+    let refused = {
+        let header = |name| req.headers().get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"));
+        refuse(req.method(), header(header::CONTENT_TYPE), header(header::ORIGIN), &policy.allowed_origins)
+    };
+    if let Some(refused) = refused {
+        return refused.into_response();
+    }
+    match tokio::time::timeout(policy.request_timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!(
+                "the request did not finish within {} and was abandoned; a write may still have committed: read before retrying",
+                humantime::format_duration(policy.request_timeout)
+            ),
+        )
+        .into_response(),
+    }
+}
+
+/// Why a request is refused before its handler, if it is. Reading methods pass. A state-changing request is refused
+/// when it carries an `Origin` that is not allowed (a browser on another site), and, for the methods a cross-site
+/// form can send or that carry a body (POST, PUT, PATCH), when its content type is not `application/json` (which a
+/// browser only sends cross-site after a CORS preflight, which these services never grant).
+pub fn refuse(method: &Method, content_type: Option<&str>, origin: Option<&str>, allowed: &[String]) -> Option<ApiError> {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return None;
+    }
+    if let Some(origin) = origin.filter(|o| !allowed.iter().any(|a| a.eq_ignore_ascii_case(o))) {
+        return Some(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden_origin",
+            format!("a {method} from origin `{origin}` is refused: it is not in --allowed-origins (SERVICE_ALLOWED_ORIGINS)"),
+        ));
+    }
+    let json = content_type
+        .and_then(|c| c.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+    if matches!(*method, Method::POST | Method::PUT | Method::PATCH) && !json {
+        return Some(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_input",
+            format!("a {method} needs `content-type: application/json` (also without a body)"),
+        ));
+    }
+    None
 }
 
 async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
@@ -197,17 +279,53 @@ async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse 
 }
 
 async fn health(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    match metrics.problem() {
-        None => (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))),
-        Some(reason) => {
-            (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": "unavailable", "reason": reason})))
-        }
+    let (status, mut body) = match metrics.problem() {
+        None => (StatusCode::OK, serde_json::json!({"status": "ok"})),
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"status": "unavailable", "reason": reason})),
+    };
+    // A warning (pending dead letters) needs an operator but no restart: the status stays.
+    if let Some(warning) = metrics.warning() {
+        body["warning"] = warning.into();
     }
+    (status, Json(body))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cross_site_and_non_json_state_changes_are_refused() {
+        let allowed = vec!["https://shop.example".to_string()];
+        let json = Some("application/json; charset=utf-8");
+        type Case<'a> = (Method, Option<&'a str>, Option<&'a str>, Option<u16>);
+        let cases: [Case<'_>; 12] = [
+            (Method::GET, None, Some("https://evil.example"), None),
+            (Method::HEAD, None, None, None),
+            (Method::POST, json, None, None),
+            (Method::POST, Some("Application/JSON"), Some("https://SHOP.example"), None),
+            (Method::POST, json, Some("https://evil.example"), Some(403)),
+            (Method::POST, json, Some("null"), Some(403)),
+            (Method::POST, Some("text/plain"), None, Some(415)),
+            (Method::POST, Some("application/x-www-form-urlencoded"), None, Some(415)),
+            (Method::POST, None, None, Some(415)),
+            (Method::PATCH, Some("application/jsonx"), None, Some(415)),
+            (Method::DELETE, None, None, None),
+            (Method::DELETE, None, Some("https://evil.example"), Some(403)),
+        ];
+        for (method, content_type, origin, want) in cases {
+            let got = refuse(&method, content_type, origin, &allowed).map(|e| e.status.as_u16());
+            assert_eq!(got, want, "{method} {content_type:?} {origin:?}");
+        }
+    }
+
+    #[test]
+    fn method_labels_are_bounded() {
+        let cases = [("GET", "GET"), ("DELETE", "DELETE"), ("PROPFIND", "OTHER"), ("X-ANYTHING", "OTHER")];
+        for (method, want) in cases {
+            assert_eq!(method_label(&Method::from_bytes(method.as_bytes()).unwrap()), want);
+        }
+    }
 
     #[test]
     fn pages_cut_at_the_limit_and_point_past_the_last_item() {

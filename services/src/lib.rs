@@ -8,16 +8,22 @@
 //!   line or records a rejection ([`catalog`]); the reservation row is itself captured;
 //! - `orders` consumes the reservation's change event and moves the order to `CONFIRMED` or `REJECTED`.
 //!
-//! Every consumer is idempotent ([`consumer`]): it records the source position of each event it applies in the same
-//! local transaction as the effect and commits its Kafka offset only afterwards.
+//! Every consumer is idempotent ([`consumer`]): it applies events in batches, records the source position of each
+//! event it applies in the same local transaction as the effects ([`apply`]) and commits its Kafka offsets only
+//! afterwards. Transient database errors are retried until the database accepts; only events that cannot apply by
+//! their content are parked in `dead_letters`, from where they can be replayed ([`dead_letters`]).
 
+pub mod apply;
 pub mod catalog;
 pub mod cli;
 pub mod consumer;
+pub mod dead_letters;
 pub mod http;
 pub mod metrics;
 pub mod money;
+pub mod operator;
 pub mod orders;
+pub mod progress;
 pub mod users;
 
 pub use cli::{main, Service};

@@ -51,7 +51,13 @@ pub struct Metrics {
     oldest_pending: Gauge<f64, std::sync::atomic::AtomicU64>,
     findings: Family<KindLabel, Gauge>,
     repaired: Family<KindLabel, Counter>,
+    dead_pending: Family<TopicLabel, Gauge>,
+    retries: Counter,
+    batch_events: Histogram,
     problem: Mutex<Option<String>>,
+    /// Shown by /health while the service stays available (pending dead letters).
+    warning: Mutex<Option<String>>,
+    service: String,
 }
 
 impl Metrics {
@@ -70,7 +76,12 @@ impl Metrics {
             oldest_pending: Gauge::default(),
             findings: Family::default(),
             repaired: Family::default(),
+            dead_pending: Family::default(),
+            retries: Counter::default(),
+            batch_events: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
             problem: Mutex::new(Some("starting".into())),
+            warning: Mutex::new(None),
+            service: service.to_owned(),
         };
         let r = &mut root;
         r.register("cdc_service_http_requests", "HTTP requests answered", m.requests.clone());
@@ -99,6 +110,17 @@ impl Metrics {
             m.findings.clone(),
         );
         r.register("cdc_reconcile_repaired", "Inconsistencies repaired by reconciliation, by kind", m.repaired.clone());
+        r.register(
+            "cdc_service_dead_letters_pending",
+            "Dead letters not replayed yet (see `<service> replay-dead-letters`)",
+            m.dead_pending.clone(),
+        );
+        r.register(
+            "cdc_service_apply_retries",
+            "Batches of change events retried because the database refused them (read-only, lost connection, deadlock...)",
+            m.retries.clone(),
+        );
+        r.register("cdc_service_batch_events", "Change events per applied batch (one transaction)", m.batch_events.clone());
         Metrics { registry: root, ..m }
     }
 
@@ -140,6 +162,32 @@ impl Metrics {
 
     pub fn repaired(&self, kind: &str, count: usize) {
         self.repaired.get_or_create(&KindLabel { kind: kind.into() }).inc_by(count as u64);
+    }
+
+    pub fn dead_letters_pending(&self, topic: &str, count: u64) {
+        self.dead_pending.get_or_create(&TopicLabel { topic: topic.into() }).set(count as i64);
+    }
+
+    pub fn apply_retry(&self) {
+        self.retries.inc();
+    }
+
+    pub fn batch(&self, events: usize) {
+        self.batch_events.observe(events as f64);
+    }
+
+    /// The service's name.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// A warning for /health that does not make the service unavailable; `None` when there is nothing to say.
+    pub fn set_warning(&self, warning: Option<String>) {
+        *self.warning.lock().unwrap_or_else(|e| e.into_inner()) = warning;
+    }
+
+    pub fn warning(&self) -> Option<String> {
+        self.warning.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// `None` when healthy.

@@ -8,7 +8,8 @@
 //!
 //! Every status change is recorded in `order_history` with the change event that caused it. Reconciliation
 //! (periodic, and `orders reconcile`) cancels `PENDING` orders older than the pending timeout and reports
-//! `CONFIRMED` orders whose reservation is not held.
+//! `CONFIRMED` orders whose reservation is not held (the catalog repairs those). `orders force-cancel` (and `POST
+//! /orders/{id}/force-cancel`) cancels an order as an operator, with an audit row ([`crate::operator`]).
 
 use std::sync::Arc;
 
@@ -26,9 +27,11 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::cli::Config;
 use crate::consumer::{self, column, ApplyError, Cause, ConsumerConfig, Handler, Incoming, Reconciliation};
+use crate::dead_letters::{self, ReplayReport};
 use crate::http::{with_common_routes, ApiError, Body, ErrorBody, Id, Page, PageParams, Query};
 use crate::metrics::Metrics;
 use crate::money::Money;
+use crate::operator;
 use crate::users::TS;
 
 /// At most this many lines per order.
@@ -59,7 +62,7 @@ pub struct Transition {
     pub status: String,
     pub reason: Option<String>,
     pub at: String,
-    /// `api`, `reservation` (a change event of the catalog), `timeout` or `reconciliation`.
+    /// `api`, `reservation` (a change event of the catalog), `timeout`, `reconciliation` or `operator`.
     pub cause: String,
     /// The change event that caused it: topic and source position.
     pub event: Option<Cause>,
@@ -121,18 +124,15 @@ pub fn start(pool: Pool, config: Arc<Config>, metrics: Arc<Metrics>, shutdown: C
         .route("/orders", get(list_orders).post(create_order))
         .route("/orders/{id}", get(get_order))
         .route("/orders/{id}/cancel", post(cancel_order))
-        .with_state(AppState { pool: pool.clone() });
-    let handler = Arc::new(Workflow {
-        users: config.topic(&config.users_db, "users"),
-        products: config.topic(&config.catalog_db, "products"),
-        reservations: config.topic(&config.catalog_db, "reservations"),
-        pending_timeout_us: config.pending_timeout.as_micros() as u64,
-        metrics: metrics.clone(),
-    });
+        .with_state(AppState { pool: pool.clone() })
+        .merge(operator::orders_routes(pool.clone()));
+    let handler = Arc::new(workflow(&config, metrics.clone()));
     let consumer = ConsumerConfig {
         name: config.group.clone(),
         brokers: config.brokers.clone(),
         topics: vec![handler.users.clone(), handler.products.clone(), handler.reservations.clone()],
+        batch_max: config.batch_max,
+        batch_linger: config.batch_linger,
         stop_before_offset_commit: config.stop_before_offset_commit,
     };
     let consume = tokio::spawn(consumer::run(pool.clone(), consumer, handler, metrics.clone(), shutdown.clone()));
@@ -141,7 +141,7 @@ pub fn start(pool: Pool, config: Arc<Config>, metrics: Arc<Metrics>, shutdown: C
         let (p, c, m) = (p.clone(), c.clone(), m.clone());
         async move { reconcile(&p, &c, &m).await.map(|_| ()) }
     }));
-    (with_common_routes(routes, metrics, ApiDoc::openapi()), vec![consume, sweep])
+    (with_common_routes(routes, metrics, ApiDoc::openapi().merge_from(operator::OrdersDoc::openapi())), vec![consume, sweep])
 }
 
 type OrderTuple = (u64, u64, String, String, String, String);
@@ -322,7 +322,7 @@ async fn record(
 }
 
 /// Sets an order's status (the caller holds its row lock and checked the current status) and records why.
-async fn transition(
+pub(crate) async fn transition(
     tx: &mut Transaction<'static>,
     order_id: u64,
     to: &str,
@@ -343,6 +343,21 @@ struct Workflow {
     reservations: String,
     pending_timeout_us: u64,
     metrics: Arc<Metrics>,
+}
+
+fn workflow(config: &Config, metrics: Arc<Metrics>) -> Workflow {
+    Workflow {
+        users: config.topic(&config.users_db, "users"),
+        products: config.topic(&config.catalog_db, "products"),
+        reservations: config.topic(&config.catalog_db, "reservations"),
+        pending_timeout_us: config.pending_timeout.as_micros() as u64,
+        metrics,
+    }
+}
+
+/// Replays the consumer's pending dead letters (`orders replay-dead-letters`).
+pub async fn replay_dead_letters(pool: &Pool, config: &Config, metrics: Arc<Metrics>) -> Result<ReplayReport> {
+    dead_letters::replay(pool, &config.group, &workflow(config, metrics)).await
 }
 
 /// What changed, for metrics after the commit: the new status and the order's age at that moment.
@@ -410,16 +425,19 @@ impl Workflow {
             (order_id, &status, &reason),
         )
         .await?;
-        let order: Option<(String, u64)> = tx
-            .exec_first(
-                "SELECT CAST(status AS CHAR), TIMESTAMPDIFF(MICROSECOND, created_at, NOW(3)) FROM orders WHERE id = ? FOR UPDATE",
-                (order_id,),
-            )
-            .await?;
-        let Some((current, age_us)) = order else { return Ok(None) }; // the order was deleted: nothing to move
+        let order: Option<String> =
+            tx.exec_first("SELECT CAST(status AS CHAR) FROM orders WHERE id = ? FOR UPDATE", (order_id,)).await?;
+        let Some(current) = order else { return Ok(None) }; // the order was deleted: nothing to move
         if current != "PENDING" {
             return Ok(None); // already decided, cancelled or timed out: a late outcome changes nothing here
         }
+        // The age is read once the lock is held (NOW() is a statement's start time, and the locking read may have
+        // waited): a confirmation is written within the pending timeout of created_at, which the catalog's expiry
+        // relies on (docs/services.md, "No unit sold twice").
+        let age_us: u64 = tx
+            .exec_first("SELECT TIMESTAMPDIFF(MICROSECOND, created_at, NOW(3)) FROM orders WHERE id = ?", (order_id,))
+            .await?
+            .unwrap_or(u64::MAX);
         let cause = incoming.cause();
         let (to, why): (&'static str, Option<String>) = match status.as_str() {
             "RESERVED" if age_us > self.pending_timeout_us => {
@@ -437,8 +455,8 @@ impl Workflow {
 
 /// - `stuck_pending`: `PENDING` orders older than the pending timeout; repaired by cancelling them (the catalog then
 ///   releases any stock it holds for them);
-/// - `confirmed_without_reservation`: `CONFIRMED` orders whose reservation the catalog does not hold (released or
-///   expired); reported, not repaired: whether to re-reserve or to refund is a business decision.
+/// - `confirmed_without_reservation`: `CONFIRMED` orders whose reservation, as the catalog's events tell it, is not
+///   held; reported here: the catalog, which owns the stock, re-reserves them or flags them for an operator.
 pub async fn reconcile(pool: &Pool, config: &Config, metrics: &Metrics) -> Result<Reconciliation> {
     let mut report = Reconciliation::default();
     let timeout_us = config.pending_timeout.as_micros() as u64;

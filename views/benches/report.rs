@@ -92,7 +92,7 @@ impl Bench {
 async fn size(client: &clickhouse::Client, lines: u64, runs: usize) -> Result<()> {
     let db = unique_name("bench_report");
     let b = Bench { client: client.clone(), db: db.clone() };
-    cdc_views::migrate::ensure(client, &db).await?;
+    cdc_views::migrate::ensure(client, &db, None).await?;
     let (orders, users, products) = (lines / 4, (lines / 40).max(1), (lines / 400).max(2));
     let every = (lines / 100_000).max(1);
     let v = |k: u64| format!("toUInt64(2) * 281474976710656 + toUInt64(number + {k}) * 65536 + 1");

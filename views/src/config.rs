@@ -10,6 +10,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::Cluster;
+
 /// The configuration as written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,8 +36,24 @@ pub struct Config {
     pub clickhouse_password: String,
     /// Reporting database, created if missing. Default `reporting`.
     pub database: String,
+    /// ClickHouse cluster (a name in the servers' `<remote_servers>`) to create the reporting schema on: every DDL
+    /// statement runs `ON CLUSTER` it and MergeTree-family tables become Replicated (see `views/src/cluster.rs`).
+    /// Letters, digits and `_` only. Default none: one server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clickhouse_cluster: Option<String>,
+    /// With `clickhouse_cluster`: the ZooKeeper path of each replicated table. `{database}` and `{table}` are filled
+    /// in by the view service, `{shard}` and other macros by each server's `<macros>`. Must hold `{table}`. Default
+    /// `/clickhouse/tables/{shard}/{database}/{table}`.
+    pub clickhouse_zookeeper_path: String,
+    /// With `clickhouse_cluster`: the replica name of each replicated table, from each server's `<macros>`. Must hold
+    /// `{replica}`. Default `{replica}`.
+    pub clickhouse_replica_name: String,
     /// Address of `/metrics` and `/health`. Default `127.0.0.1:9091`.
     pub listen: SocketAddr,
+    /// How this instance gets its partitions: `all` (it reads every partition of its topics itself; one instance per
+    /// `group`) or `group` (the instances sharing `group` split the partitions by the group's rebalancing, and
+    /// `/lag` judges `caught_up` from the group's committed offsets). Default `all`.
+    pub assignment: Assignment,
     /// Most events applied in one ClickHouse insert round. Default 20000.
     pub batch_max_events: usize,
     /// Least time between the starts of two ClickHouse writes: under load, each write carries what arrived since the
@@ -60,6 +78,16 @@ pub struct Config {
     /// them with what the view applied; without them `caught_up` is never true. Default none.
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
+}
+
+/// How a view instance gets the partitions of its topics (option `assignment`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Assignment {
+    /// Every partition, assigned by the instance itself.
+    All,
+    /// A share of the partitions, assigned by the consumer group's rebalancing.
+    Group,
 }
 
 /// A source database, for `/lag`.
@@ -96,6 +124,10 @@ impl Default for Config {
             clickhouse_user: "default".into(),
             clickhouse_password: String::new(),
             database: "reporting".into(),
+            clickhouse_cluster: None,
+            clickhouse_zookeeper_path: crate::cluster::DEFAULT_ZOOKEEPER_PATH.into(),
+            clickhouse_replica_name: crate::cluster::DEFAULT_REPLICA_NAME.into(),
+            assignment: Assignment::All,
             listen: "127.0.0.1:9091".parse().expect("valid"),
             batch_max_events: 20_000,
             batch_wait: Duration::from_millis(50),
@@ -119,6 +151,8 @@ pub struct Settings {
     pub config: Config,
     /// Topics of users, products, orders and order lines.
     pub topics: Topics,
+    /// The cluster the schema is created on (`clickhouse_cluster`), if any.
+    pub cluster: Option<Cluster>,
 }
 
 /// The four change topics the report is built from.
@@ -200,8 +234,84 @@ impl Config {
             lines: format!("{p}.{}.order_lines", self.orders_db),
             heartbeats: format!("{p}.heartbeats"),
         };
-        Ok(Settings { config: self, topics })
+        let cluster = self.cluster()?;
+        Ok(Settings { config: self, topics, cluster })
     }
+}
+
+impl Config {
+    /// The cluster options, checked; the schema's statements are rewritten here once, so a statement the rewrite
+    /// refuses stops the service at start.
+    fn cluster(&self) -> Result<Option<Cluster>, ConfigError> {
+        let Some(name) = &self.clickhouse_cluster else { return Ok(None) };
+        let simple = |v: &str| {
+            v.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
+        if !simple(name) {
+            return Err(ConfigError(format!(
+                "clickhouse_cluster {name:?} may only hold letters, digits and '_' (not starting with a digit): \
+                 rename the cluster in the servers' <remote_servers> (e.g. {:?})",
+                name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect::<String>()
+            )));
+        }
+        let template = |what: &str, v: &str, needs: &str, why: &str| {
+            if v.contains(['\'', '\\']) || !balanced_macros(v) {
+                return Err(ConfigError(format!(
+                    "{what} {v:?} may not hold quotes or backslashes, and each '{{' needs its '}}' (macros like {{shard}})"
+                )));
+            }
+            if !v.contains(needs) {
+                return Err(ConfigError(format!("{what} {v:?} must contain {needs}: {why}")));
+            }
+            Ok(())
+        };
+        template(
+            "clickhouse_zookeeper_path",
+            &self.clickhouse_zookeeper_path,
+            "{table}",
+            "else every table would share one ZooKeeper path; the default is \
+             \"/clickhouse/tables/{shard}/{database}/{table}\"",
+        )?;
+        if !self.clickhouse_zookeeper_path.starts_with('/') {
+            return Err(ConfigError(format!(
+                "clickhouse_zookeeper_path {:?} must start with '/' (e.g. \"/clickhouse/tables/{{shard}}/{{database}}/{{table}}\")",
+                self.clickhouse_zookeeper_path
+            )));
+        }
+        template(
+            "clickhouse_replica_name",
+            &self.clickhouse_replica_name,
+            "{replica}",
+            "each server needs a replica name of its own, from its <macros>; the default is \"{replica}\"",
+        )?;
+        let cluster = Cluster {
+            name: name.clone(),
+            zookeeper_path: self.clickhouse_zookeeper_path.clone(),
+            replica_name: self.clickhouse_replica_name.clone(),
+        };
+        if let Err(e) = cluster.rewrite_all(&crate::schema::ddl(&self.database), &self.database) {
+            return Err(ConfigError(format!("clickhouse_cluster: the reporting schema cannot be made cluster-wide: {e}")));
+        }
+        Ok(Some(cluster))
+    }
+}
+
+/// Whether every `{` of `v` is closed by a `}` before the next `{`, and every macro name is a plain word.
+fn balanced_macros(v: &str) -> bool {
+    let mut rest = v;
+    while let Some(open) = rest.find(['{', '}']) {
+        if rest.as_bytes()[open] == b'}' {
+            return false;
+        }
+        let Some(close) = rest[open..].find('}') else { return false };
+        let name = &rest[open + 1..open + close];
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return false;
+        }
+        rest = &rest[open + close + 1..];
+    }
+    true
 }
 
 #[cfg(test)]
@@ -215,5 +325,32 @@ mod tests {
         let defaults = Config::default();
         assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
         assert!(example.validate().is_ok());
+    }
+
+    #[test]
+    fn cluster_options_that_cannot_work_fail_with_the_fix() {
+        let cases: [(&str, &str, &str, &str); 7] = [
+            ("reporting-eu", "/clickhouse/tables/{shard}/{database}/{table}", "{replica}", "rename the cluster"),
+            ("1st", "/clickhouse/tables/{shard}/{database}/{table}", "{replica}", "letters, digits"),
+            ("reporting", "/clickhouse/tables/{shard}/{database}", "{replica}", "must contain {table}"),
+            ("reporting", "clickhouse/tables/{table}", "{replica}", "must start with '/'"),
+            ("reporting", "/clickhouse/tables/{shard}/{table}", "replica1", "must contain {replica}"),
+            ("reporting", "/clickhouse/tables/{shard/{table}", "{replica}", "needs its '}'"),
+            ("reporting", "/clickhouse/tables/'{shard}'/{table}", "{replica}", "quotes"),
+        ];
+        for (name, path, replica, fix) in cases {
+            let config = Config {
+                clickhouse_cluster: Some(name.into()),
+                clickhouse_zookeeper_path: path.into(),
+                clickhouse_replica_name: replica.into(),
+                ..Config::default()
+            };
+            let e = config.validate().expect_err(name).to_string();
+            assert!(e.contains(fix), "{name} {path} {replica}: {e}");
+        }
+        let ok = Config { clickhouse_cluster: Some("reporting_eu".into()), ..Config::default() }.validate().expect("valid");
+        let cluster = ok.cluster.expect("a cluster");
+        assert_eq!((cluster.zookeeper_path.as_str(), cluster.replica_name.as_str()), (crate::cluster::DEFAULT_ZOOKEEPER_PATH, "{replica}"));
+        assert!(Config::default().validate().expect("valid").cluster.is_none());
     }
 }

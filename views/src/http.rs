@@ -33,6 +33,8 @@ pub struct App {
     heartbeat_timeout_ms: i64,
     /// ClickHouse, for `reporting.freshness`.
     clickhouse: clickhouse::Client,
+    /// How this instance gets its partitions.
+    assignment: crate::config::Assignment,
 }
 
 impl App {
@@ -56,7 +58,13 @@ impl App {
             .with_password(&c.clickhouse_password)
             .with_database(&c.database)
             .with_validation(false);
-        App { metrics, sources, heartbeat_timeout_ms: c.heartbeat_timeout.as_millis() as i64, clickhouse }
+        App {
+            metrics,
+            sources,
+            heartbeat_timeout_ms: c.heartbeat_timeout.as_millis() as i64,
+            clickhouse,
+            assignment: c.assignment,
+        }
     }
 
     /// The configured sources' names.
@@ -161,6 +169,16 @@ struct Status {
     /// Problem reading `freshness`, if any.
     freshness_error: Option<String>,
     history: History,
+    /// `all` or `group` (option `assignment`).
+    assignment: crate::config::Assignment,
+    /// With `group`: the partitions the group gave this instance (`lag` is the whole group's).
+    assigned: Vec<Partition>,
+}
+
+#[derive(Serialize)]
+struct Partition {
+    topic: String,
+    partition: i32,
 }
 
 #[derive(Serialize)]
@@ -218,6 +236,8 @@ async fn status(State(app): State<Arc<App>>) -> impl IntoResponse {
         freshness,
         freshness_error,
         history: History { step_ms: SAMPLE_STEP_MS, samples },
+        assignment: app.assignment,
+        assigned: app.metrics.assigned.lock().expect("assigned lock").iter().map(|(t, p)| Partition { topic: t.clone(), partition: *p }).collect(),
     })
 }
 

@@ -2,8 +2,9 @@
 //! and what arrived, the HTTP layer asks it for a report with the sources' current positions.
 //!
 //! A [`Heartbeat`] of a source says that every change the source committed before `file:pos` lies in its topics
-//! below the heartbeat's watermarks. Once the offsets the view has written to ClickHouse reach the watermarks of the
-//! topics it consumes, the heartbeat is *covered*: the report holds every change of that source up to `file:pos`,
+//! below the heartbeat's watermarks. Once the offsets the view has written to ClickHouse (with several instances in
+//! one group: also the group's committed offsets, see [`crate::group`]) reach the watermarks of the topics it
+//! consumes, the heartbeat is *covered*: the report holds every change of that source up to `file:pos`,
 //! and is current as of the heartbeat's `as_of_ms`. Watermarks only grow from one heartbeat of a source to the next,
 //! so the covered heartbeats of a source are always the oldest pending ones.
 //!

@@ -14,14 +14,19 @@
 //!   of order across topics converge, because each entity keeps its newest version.
 //! - **Lag that stays true.** The sources' heartbeats are watermarks; [`lag`] turns the applied offsets into an
 //!   end-to-end lag per source and a `caught_up` that `/lag` checks against each source's current position.
+//! - **Scale-out.** With `assignment = "group"` several instances share the partitions, hand batches over at a
+//!   rebalance, and judge `caught_up` from the group's committed offsets ([`group`]); with `clickhouse_cluster` the
+//!   schema is created `ON CLUSTER` with Replicated engines ([`cluster`]).
 //! - **Nothing dropped silently.** Events that cannot be mapped are kept in `dead_letters` with the error.
 //!
 //! The pure mapping from an event to rows is [`model::apply`]; [`runtime`] owns all I/O.
 
+pub mod cluster;
 pub mod config;
 pub mod dashboard;
 pub mod http;
 pub mod lag;
+pub mod group;
 pub mod metrics;
 pub mod migrate;
 pub mod model;

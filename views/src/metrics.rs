@@ -59,6 +59,8 @@ pub struct Metrics {
     partitions: Mutex<BTreeMap<(String, i32), i64>>,
     /// The view's change topics that exist on the broker, as last seen.
     existing_topics: Mutex<HashSet<String>>,
+    /// With `assignment = "group"`: the partitions the group assigned to this instance.
+    pub assigned: Mutex<std::collections::BTreeSet<(String, i32)>>,
     /// Lag and throughput samples, oldest first (see [`Metrics::sample`]).
     history: Mutex<VecDeque<Sample>>,
     /// `None` when healthy, else the reason.
@@ -96,6 +98,7 @@ impl Metrics {
             coverage: Mutex::new(Coverage::default()),
             partitions: Mutex::default(),
             existing_topics: Mutex::default(),
+            assigned: Mutex::default(),
             history: Mutex::default(),
             problem: Mutex::new(Some("starting".into())),
         };

@@ -6,8 +6,14 @@
 //! A migration's statements are recorded only after all of them succeeded; each is written so that running it again
 //! after a crash half-way is harmless (`IF NOT EXISTS`, a table emptied before it is filled, a rename that swaps).
 //! Migrations are meant to run from one process at a time: start one instance of a new version first.
+//!
+//! With a cluster (`clickhouse_cluster`), every statement goes through the same rewrite as the rest of the schema
+//! ([`crate::cluster::for_servers`]: `ON CLUSTER`, Replicated engines) before it runs; `INSERT`s run unchanged on the
+//! server the view writes to, and replication copies their parts.
 
 use clickhouse::Client;
+
+use crate::cluster::{self, Cluster};
 
 use crate::schema::{self, migrations_table, MIGRATIONS_TABLE};
 
@@ -20,10 +26,20 @@ pub struct Ensured {
     pub recreated: Vec<&'static str>,
 }
 
-/// Brings `db` to the current schema: pending migrations, then missing objects.
-pub async fn ensure(client: &Client, db: &str) -> Result<Ensured, clickhouse::error::Error> {
-    client.query(&format!("CREATE DATABASE IF NOT EXISTS {db}")).execute().await?;
-    client.query(&migrations_table(db)).execute().await?;
+/// Runs `statements` in order, each rewritten for `cluster` first.
+async fn run(client: &Client, db: &str, cluster: Option<&Cluster>, statements: Vec<String>) -> Result<(), clickhouse::error::Error> {
+    let statements =
+        cluster::for_servers(cluster, statements, db).map_err(|e| clickhouse::error::Error::Custom(e.to_string()))?;
+    for statement in &statements {
+        client.query(statement).execute().await?;
+    }
+    Ok(())
+}
+
+/// Brings `db` to the current schema: pending migrations, then missing objects; every DDL statement rewritten for
+/// `cluster` when there is one.
+pub async fn ensure(client: &Client, db: &str, cluster: Option<&Cluster>) -> Result<Ensured, clickhouse::error::Error> {
+    run(client, db, cluster, vec![format!("CREATE DATABASE IF NOT EXISTS {db}"), migrations_table(db)]).await?;
     let done: Vec<u32> =
         client.query(&format!("SELECT version FROM {db}.{MIGRATIONS_TABLE}")).fetch_all::<u32>().await?;
     let mut ensured = Ensured::default();
@@ -32,9 +48,7 @@ pub async fn ensure(client: &Client, db: &str) -> Result<Ensured, clickhouse::er
             continue;
         }
         tracing::info!(database = db, version = migration.version, name = migration.name, "applying migration");
-        for statement in &migration.statements {
-            client.query(statement).execute().await?;
-        }
+        run(client, db, cluster, migration.statements).await?;
         client
             .query(&format!("INSERT INTO {db}.{MIGRATIONS_TABLE} (version, name) VALUES (?, ?)"))
             .bind(migration.version)
@@ -64,10 +78,9 @@ pub async fn ensure(client: &Client, db: &str) -> Result<Ensured, clickhouse::er
                 tracing::warn!(database = db, table = object.name, "table missing: recreating and refilling it");
             }
         }
-        client.query(&object.create).execute().await?;
-        for statement in &object.refill {
-            client.query(statement).execute().await?;
-        }
+        let mut statements = vec![object.create];
+        statements.extend(object.refill);
+        run(client, db, cluster, statements).await?;
         ensured.recreated.push(object.name);
     }
     Ok(ensured)

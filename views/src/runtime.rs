@@ -14,22 +14,27 @@ use cdc_contract::{ChangeEvent, Heartbeat};
 use clickhouse::Client;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Settings;
+use crate::config::{Assignment, Settings};
+use crate::group::{Handoff, Revoke};
 use crate::metrics::Metrics;
 use crate::model::{apply, reaches_report, Change, Entity, LineRow, OrderRow, ProductRow, UserRow};
 use crate::report::{self, Keys};
 use crate::{migrate, schema};
 
 /// The consumer's callbacks: librdkafka's log lines and errors and failed offset commits go to the service's log
-/// (tracing), so broker trouble is visible. (Partitions are assigned by the view itself: see `partitions_monitor`.)
-pub struct ConsumerLog;
+/// (tracing), so broker trouble is visible. With `assignment = "all"` partitions are assigned by the view itself
+/// (see `partitions_monitor`); with `"group"` the group's rebalances go through the hand-off ([`crate::group`]).
+pub struct ConsumerLog {
+    /// With `assignment = "group"`: what the rebalance callbacks share with the consuming loop.
+    pub handoff: Option<Arc<Handoff>>,
+}
 
 impl ClientContext for ConsumerLog {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
@@ -54,6 +59,18 @@ impl ClientContext for ConsumerLog {
 }
 
 impl ConsumerContext for ConsumerLog {
+    fn pre_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let (Some(handoff), Rebalance::Revoke(partitions)) = (&self.handoff, rebalance) {
+            handoff.revoke(partitions);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Some(handoff) = &self.handoff {
+            handoff.rebalanced(rebalance);
+        }
+    }
+
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
         if let Err(e) = result {
             // The rows are in ClickHouse; the next commit covers these offsets, or a restart reapplies them.
@@ -121,7 +138,7 @@ pub struct Applied {
 }
 
 /// Parses a message of the heartbeat topic; `None` (with a warning) for one that is not a heartbeat.
-fn heartbeat(topic: &str, partition: i32, offset: i64, payload: &[u8]) -> Option<Heartbeat> {
+pub(crate) fn heartbeat(topic: &str, partition: i32, offset: i64, payload: &[u8]) -> Option<Heartbeat> {
     match serde_json::from_slice(payload) {
         Ok(beat) => Some(beat),
         Err(e) => {
@@ -200,6 +217,8 @@ pub struct ClickHouseViewStore {
     base: Client,
     /// The reporting database.
     db: String,
+    /// The cluster the schema's DDL runs on (`clickhouse_cluster`), if any.
+    cluster: Option<crate::cluster::Cluster>,
 }
 
 impl ClickHouseViewStore {
@@ -211,14 +230,19 @@ impl ClickHouseViewStore {
             .with_user(&c.clickhouse_user)
             .with_password(&c.clickhouse_password)
             .with_validation(false);
-        let store = ClickHouseViewStore { client: base.clone().with_database(&c.database), db: c.database.clone(), base };
+        let store = ClickHouseViewStore {
+            client: base.clone().with_database(&c.database),
+            db: c.database.clone(),
+            base,
+            cluster: settings.cluster.clone(),
+        };
         store.ensure_schema().await?;
         Ok(store)
     }
 
     /// [`migrate::ensure`] on the reporting database.
     pub async fn ensure_schema(&self) -> Result<migrate::Ensured, clickhouse::error::Error> {
-        migrate::ensure(&self.base, &self.db).await
+        migrate::ensure(&self.base, &self.db, self.cluster.as_ref()).await
     }
 
     /// Inserts `(parent, id)` pairs into a key index.
@@ -324,15 +348,28 @@ pub async fn run(settings: Settings, store: ClickHouseViewStore, metrics: Arc<Me
         // broker that drops a fetch under load (seen with tansu) then costs seconds, not a minute, of stalled
         // consumption.
         .set("socket.timeout.ms", "10000");
+    let group = c.assignment == Assignment::Group;
+    if group && !c.kafka_properties.contains_key("partition.assignment.strategy") {
+        // Spreads every topic's partitions over the instances (the default, range, gives a topic with fewer
+        // partitions than instances to the first ones only).
+        client.set("partition.assignment.strategy", "roundrobin");
+    }
     for (key, value) in &c.kafka_properties {
         client.set(key, value);
     }
+    client.set("bootstrap.servers", &c.brokers);
+    let heartbeat_client = client.clone();
+    let (handoff, revokes) = if group {
+        let (handoff, revokes) = Handoff::new(metrics.clone());
+        (Some(handoff), Some(revokes))
+    } else {
+        (None, None)
+    };
     let consumer: Arc<Kafka> = Arc::new(
         client
-            .set("bootstrap.servers", &c.brokers)
             .set("group.id", &c.group)
             .set("enable.auto.commit", "false")
-            .create_with_context(ConsumerLog)?,
+            .create_with_context(ConsumerLog { handoff: handoff.clone() })?,
     );
     let t = &settings.topics;
     let entities: HashMap<&str, Entity> = [
@@ -344,13 +381,22 @@ pub async fn run(settings: Settings, store: ClickHouseViewStore, metrics: Arc<Me
     .into_iter()
     .collect();
     let mut topics: Vec<String> = t.changes().iter().map(|t| t.to_string()).collect();
-    topics.push(t.heartbeats.clone());
     *metrics.coverage.lock().expect("coverage lock") = crate::lag::Coverage::new(t.changes());
-    tracing::info!(topics = ?topics, group = %c.group, "consuming");
+    if group {
+        // The group assigns the change topics' partitions; every instance reads every heartbeat itself.
+        consumer.subscribe(&t.changes())?;
+        crate::group::heartbeats(heartbeat_client, &c.group, t.heartbeats.clone(), metrics.clone(), shutdown.clone())?;
+    } else {
+        topics.push(t.heartbeats.clone());
+    }
+    tracing::info!(topics = ?topics, group = %c.group, assignment = ?c.assignment, "consuming");
     metrics.set_healthy(None);
     let committed: Arc<Mutex<HashMap<(String, i32), i64>>> = Arc::default();
-    let lag = tokio::spawn(partitions_monitor(consumer.clone(), topics, committed.clone(), metrics.clone(), shutdown.clone()));
-    let result = consume(&settings, &store, &metrics, &consumer, &entities, &committed, &shutdown).await;
+    let lag = tokio::spawn(partitions_monitor(consumer.clone(), topics, group, committed.clone(), metrics.clone(), shutdown.clone()));
+    let result = consume(&settings, &store, &metrics, &consumer, &entities, &committed, (handoff, revokes), &shutdown).await;
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "consuming stopped");
+    }
     shutdown.cancel();
     let _ = lag.await;
     result
@@ -366,9 +412,13 @@ pub async fn run(settings: Settings, store: ClickHouseViewStore, metrics: Arc<Me
 /// expire the old member (which brokers may handle badly: a restarted view was seen with no partitions for minutes).
 /// The group still stores the offsets. When partitions are assigned, the group's committed offsets for them are read
 /// into the coverage: everything below them is already in ClickHouse.
+///
+/// With `group` (`assignment = "group"`) the group assigns the partitions instead; this only notes them, and every
+/// second reads the group's committed offsets of all of them into the coverage ([`crate::group`]).
 async fn partitions_monitor(
     consumer: Arc<Kafka>,
     topics: Vec<String>,
+    group: bool,
     committed: Arc<Mutex<HashMap<(String, i32), i64>>>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
@@ -382,10 +432,16 @@ async fn partitions_monitor(
         // then every 5 s (the first events of a table created later wait up to that long); once every topic exists,
         // every 30 s (to notice added partitions).
         let discover = if all_found { round.is_multiple_of(30) } else { round < 30 || round.is_multiple_of(5) };
-        let partitions = round.is_multiple_of(5).then(|| committed.lock().expect("committed lock").clone());
+        let committed = committed.clone();
         let found = tokio::task::spawn_blocking(move || {
             let timeout = Duration::from_secs(2);
-            let found = discover.then(|| discover_partitions(&consumer, &topics, &metrics, &assigned, timeout));
+            let found = discover.then(|| discover_partitions(&consumer, &topics, &metrics, &assigned, !group, timeout));
+            if group {
+                let known = assigned.lock().expect("assigned lock").iter().cloned().collect();
+                let offsets = crate::group::read_group_offsets(&*consumer, &known, &metrics, timeout);
+                committed.lock().expect("committed lock").extend(offsets);
+            }
+            let partitions = round.is_multiple_of(5).then(|| committed.lock().expect("committed lock").clone());
             for ((topic, partition), offset) in partitions.unwrap_or_default() {
                 if let Ok((_, high)) = consumer.fetch_watermarks(&topic, partition, timeout) {
                     metrics.consumer_lag(&topic, partition, (high - offset - 1).max(0));
@@ -405,12 +461,13 @@ async fn partitions_monitor(
 }
 
 /// Assigns the partitions of `topics` not yet assigned (blocking: broker round trips); returns whether every topic
-/// exists (and so was assigned).
+/// exists (and so was assigned). Without `assign`, only notes them in `assigned` (the group assigns them).
 fn discover_partitions(
     consumer: &Kafka,
     topics: &[String],
     metrics: &Metrics,
     assigned: &Mutex<std::collections::HashSet<(String, i32)>>,
+    assign: bool,
     timeout: Duration,
 ) -> bool {
     let mut existing = std::collections::HashSet::new();
@@ -435,6 +492,10 @@ fn discover_partitions(
     existing.retain(|t| !t.ends_with(".heartbeats"));
     metrics.set_existing_topics(existing);
     if new.count() == 0 {
+        return all;
+    }
+    if !assign {
+        assigned.extend(new.elements().iter().map(|e| (e.topic().to_owned(), e.partition())));
         return all;
     }
     // Read the committed offsets first: once assigned, newer ones may be committed meanwhile, and the coverage only
@@ -474,7 +535,13 @@ fn discover_partitions(
 /// (statistics, a rebalance) woke the consumer. So a `recv` that hears nothing for `REPOLL` is abandoned and a new
 /// one looks at the queue itself: a lost signal costs at most that long. The channel's bound keeps memory flat:
 /// when it is full, librdkafka's own queue fills and fetching pauses.
-fn receive(consumer: Arc<Kafka>, shutdown: CancellationToken) -> tokio::sync::mpsc::Receiver<OwnedMessage> {
+///
+/// Each message goes with the hand-off's generation when it was received (0 without one).
+fn receive(
+    consumer: Arc<Kafka>,
+    handoff: Option<Arc<Handoff>>,
+    shutdown: CancellationToken,
+) -> tokio::sync::mpsc::Receiver<(u64, OwnedMessage)> {
     const REPOLL: Duration = Duration::from_millis(100);
     let (tx, rx) = tokio::sync::mpsc::channel(4096);
     tokio::spawn(async move {
@@ -486,7 +553,8 @@ fn receive(consumer: Arc<Kafka>, shutdown: CancellationToken) -> tokio::sync::mp
             match message {
                 Err(_) => {} // nothing heard: look again
                 Ok(Ok(m)) => {
-                    if tx.send(m.detach()).await.is_err() {
+                    let generation = handoff.as_ref().map_or(0, |h| h.generation());
+                    if tx.send((generation, m.detach())).await.is_err() {
                         return;
                     }
                 }
@@ -502,6 +570,41 @@ struct InFlight {
     write: tokio::task::JoinHandle<Option<Vec<FreshnessRow>>>,
     offsets: HashMap<(String, i32), i64>,
     newest_commit_ms: HashMap<String, i64>,
+    /// The hand-off generation the batch was collected in (see [`crate::group`]).
+    generation: u64,
+}
+
+/// A written batch: commits its offsets (`mode`), unless a revoke ended its generation since, and records them as
+/// applied.
+fn settle(
+    flight: InFlight,
+    mode: CommitMode,
+    consumer: &Kafka,
+    handoff: Option<&Handoff>,
+    metrics: &Metrics,
+    committed: &Mutex<HashMap<(String, i32), i64>>,
+) -> anyhow::Result<()> {
+    let mut list = TopicPartitionList::new();
+    for ((topic, partition), offset) in &flight.offsets {
+        list.add_partition_offset(topic, *partition, Offset::Offset(offset + 1))?;
+    }
+    if list.count() > 0 && handoff.is_none_or(|h| h.may_commit(flight.generation)) {
+        // Asynchronous: the rows are already in ClickHouse, so a commit lost in a crash only
+        // redelivers events whose rows are identical, and collecting need not wait for the broker. Synchronous before
+        // a revoke, so the next owner of the partitions starts after them.
+        match mode {
+            CommitMode::Sync => crate::group::blocking(|| consumer.commit(&list, mode))?,
+            CommitMode::Async => consumer.commit(&list, mode)?,
+        }
+    } else if list.count() > 0 {
+        tracing::warn!(partitions = list.count(), "a batch written after its partitions were revoked: not committed");
+    }
+    metrics.coverage.lock().expect("coverage lock").written(
+        flight.offsets.iter().map(|((topic, partition), offset)| (topic.as_str(), *partition, *offset)),
+        &flight.newest_commit_ms,
+    );
+    committed.lock().expect("committed lock").extend(flight.offsets);
+    Ok(())
 }
 
 /// Writes one batch (with the previous batch's freshness rows), retrying with backoff until ClickHouse
@@ -607,6 +710,7 @@ fn close_at(previous_write: Option<Instant>, batch_wait: Duration) -> Instant {
 /// after a quiet spell is written at once, and under load every write carries what arrived since the last. The
 /// freshness rows of written batches go with a later write, at most once per [`FRESHNESS_EVERY`], or alone when
 /// nothing else arrives.
+#[allow(clippy::too_many_arguments)] // the loop's shared state, each passed once from `run`
 async fn consume(
     settings: &Settings,
     store: &ClickHouseViewStore,
@@ -614,10 +718,12 @@ async fn consume(
     consumer: &Arc<Kafka>,
     entities: &HashMap<&str, Entity>,
     committed: &Mutex<HashMap<(String, i32), i64>>,
+    (handoff, mut revokes): (Option<Arc<Handoff>>, Option<tokio::sync::mpsc::UnboundedReceiver<Revoke>>),
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let c = &settings.config;
-    let mut messages = receive(consumer.clone(), shutdown.clone());
+    let mut messages = receive(consumer.clone(), handoff.clone(), shutdown.clone());
+    let current = || handoff.as_ref().map_or(0, |h| h.generation());
     let mut in_flight: Option<InFlight> = None;
     let mut fresh = PendingFreshness::default();
     let mut previous_write: Option<Instant> = None;
@@ -625,6 +731,7 @@ async fn consume(
         let mut batch = Applied::default();
         let mut offsets: HashMap<(String, i32), i64> = HashMap::new();
         let mut deadline: Option<Instant> = None;
+        let mut generation = current();
         loop {
             let full = batch.events + batch.dead.len() >= c.batch_max_events;
             let expired = deadline.is_some_and(|d| Instant::now() >= d);
@@ -649,25 +756,45 @@ async fn consume(
                     if !fresh.rows.is_empty() {
                         deadline.get_or_insert_with(|| close_at(previous_write, c.batch_wait).max(fresh.due()));
                     }
-                    let mut list = TopicPartitionList::new();
-                    for ((topic, partition), offset) in &flight.offsets {
-                        list.add_partition_offset(topic, *partition, Offset::Offset(offset + 1))?;
+                    settle(flight, CommitMode::Async, consumer, handoff.as_deref(), metrics, committed)?;
+                }
+                Some(revoke) = async { revokes.as_mut().expect("guarded by the precondition").recv().await },
+                    if revokes.is_some() =>
+                {
+                    // The group takes the partitions away: commit what is written, drop what is collected (the next
+                    // owner reads it again from the committed offsets), and only then let the rebalance go on.
+                    if let Some(mut flight) = in_flight.take() {
+                        match tokio::time::timeout(crate::group::REVOKE_WAIT, &mut flight.write).await {
+                            Ok(written) => {
+                                let Some(rows) = written? else { return Ok(()) };
+                                fresh.add(rows);
+                                settle(flight, CommitMode::Sync, consumer, handoff.as_deref(), metrics, committed)?;
+                            }
+                            Err(_) => {
+                                tracing::warn!("the batch in flight is not written yet; it will not be committed");
+                                in_flight = Some(flight);
+                            }
+                        }
                     }
-                    if list.count() > 0 {
-                        // Asynchronous: the rows are already in ClickHouse, so a commit lost in a crash only
-                        // redelivers events whose rows are identical, and collecting need not wait for the broker.
-                        consumer.commit(&list, CommitMode::Async)?;
+                    if generation <= revoke.generation {
+                        (batch, offsets) = (Applied::default(), HashMap::new());
+                        deadline = (!fresh.rows.is_empty()).then(|| close_at(previous_write, c.batch_wait).max(fresh.due()));
                     }
-                    metrics.coverage.lock().expect("coverage lock").written(
-                        flight.offsets.iter().map(|((topic, partition), offset)| (topic.as_str(), *partition, *offset)),
-                        &flight.newest_commit_ms,
-                    );
-                    committed.lock().expect("committed lock").extend(flight.offsets);
+                    if let Some(h) = &handoff {
+                        h.end(revoke.generation);
+                    }
+                    generation = current();
+                    let _ = revoke.done.send(());
                 }
                 received = tokio::time::timeout(wait, messages.recv()), if !full => match received {
                     Err(_) => {} // the batch's wait is over
                     Ok(None) => anyhow::bail!("the Kafka consumer stopped"),
-                    Ok(Some(message)) => {
+                    Ok(Some((received_in, message))) if received_in < generation => {
+                        // Received before a revoke (handled above, as the revoke's request came first): the next
+                        // owner reads it again from the committed offsets.
+                        tracing::trace!(topic = message.topic(), partition = message.partition(), "dropping a revoked message");
+                    }
+                    Ok(Some((_, message))) => {
                         if batch.first_received.is_none() {
                             // The first message: it closes the batch soon, even if pending freshness rows alone
                             // would have waited longer.
@@ -695,7 +822,7 @@ async fn consume(
         previous_write = Some(Instant::now());
         let write =
             tokio::spawn(write_batch(store.clone(), batch, fresh.take_due(), metrics.clone(), shutdown.clone()));
-        in_flight = Some(InFlight { write, offsets, newest_commit_ms });
+        in_flight = Some(InFlight { write, offsets, newest_commit_ms, generation });
     }
 }
 

@@ -90,6 +90,19 @@ pub fn migrations(db: &str) -> Vec<Migration> {
     ]
 }
 
+/// Every `CREATE` statement the schema runs (the database, the migrations record, each migration's and each current
+/// object's), once each: what a deployment checks its rewrite against (`clickhouse_cluster`) and what tests parse.
+pub fn ddl(db: &str) -> Vec<String> {
+    let mut all = vec![format!("CREATE DATABASE IF NOT EXISTS {db}"), migrations_table(db)];
+    let creates = migrations(db).into_iter().flat_map(|m| m.statements).chain(objects(db).into_iter().map(|o| o.create));
+    for statement in creates {
+        if statement.starts_with("CREATE ") && !all.contains(&statement) {
+            all.push(statement);
+        }
+    }
+    all
+}
+
 /// The current schema's tables and views, in an order in which each can be refilled from those before it.
 pub fn objects(db: &str) -> Vec<Object> {
     let tables = [
@@ -236,6 +249,29 @@ pub fn truncate(db: &str, table: &str, version: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With a cluster, every statement the migrations and the recreation of dropped objects run has a rewrite
+    /// (`ON CLUSTER` on each DDL statement; INSERTs unchanged).
+    #[test]
+    fn every_statement_of_migrations_and_recreation_rewrites_for_a_cluster() {
+        let cluster = crate::cluster::Cluster {
+            name: "reporting".into(),
+            zookeeper_path: crate::cluster::DEFAULT_ZOOKEEPER_PATH.into(),
+            replica_name: crate::cluster::DEFAULT_REPLICA_NAME.into(),
+        };
+        let statements = migrations("r")
+            .into_iter()
+            .flat_map(|m| m.statements)
+            .chain(objects("r").into_iter().flat_map(|o| std::iter::once(o.create).chain(o.refill)));
+        for statement in statements {
+            let rewritten = cluster.rewrite(&statement, "r").unwrap_or_else(|e| panic!("{e}: {statement}"));
+            if statement.starts_with("INSERT") {
+                assert_eq!(rewritten, statement);
+            } else {
+                assert_eq!(rewritten.matches(" ON CLUSTER reporting").count(), 1, "{rewritten}");
+            }
+        }
+    }
 
     #[test]
     fn migrations_are_ordered_and_every_object_has_a_create_statement_naming_it() {

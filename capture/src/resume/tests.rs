@@ -10,6 +10,7 @@ fn cp(server_id: u32, epoch: u32, file: &str, pos: u64, gtid: &str) -> Checkpoin
         gtid_set: GtidSet::parse(gtid).unwrap(),
         ts_ms: 0,
         snapshot: None,
+        resnapshot: None,
     }
 }
 

@@ -54,10 +54,16 @@ impl Pipeline {
 
     /// [`Pipeline::views`] with more configuration lines (TOML).
     pub(crate) fn views_with(&self, label: &str, extra: &str) -> Result<Views> {
+        self.views_in(&unique_name(label), extra)
+    }
+
+    /// A view process writing to ClickHouse database `database` in consumer group `database` (several processes
+    /// may share them), with more configuration lines (TOML).
+    pub(crate) fn views_in(&self, database: &str, extra: &str) -> Result<Views> {
         let env = stack();
-        let database = unique_name(label);
+        let database = database.to_owned();
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let config = self.dir.join(format!("{database}.toml"));
+        let config = self.dir.join(format!("{database}-{port}.toml"));
         std::fs::write(
             &config,
             format!(
@@ -79,7 +85,7 @@ impl Pipeline {
         let mut views = Views {
             child: None,
             config,
-            log: self.dir.join(format!("{database}.log")),
+            log: self.dir.join(format!("{database}-{port}.log")),
             database,
             url: format!("http://127.0.0.1:{port}"),
         };
@@ -190,6 +196,29 @@ impl Views {
             c.kill()?;
             c.wait()?;
         }
+        Ok(())
+    }
+
+    /// SIGTERM, and waits until the process has exited (it leaves its consumer group on the way out).
+    pub(crate) fn stop(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            self.signal("TERM")?;
+        }
+        if let Some(mut c) = self.child.take() {
+            let deadline = std::time::Instant::now() + DEADLINE;
+            while c.try_wait()?.is_none() {
+                anyhow::ensure!(std::time::Instant::now() < deadline, "views did not exit within {DEADLINE:?} of SIGTERM");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `SIG<name>` (e.g. `STOP`, `CONT`, `TERM`) to the running process.
+    pub(crate) fn signal(&self, name: &str) -> Result<()> {
+        let pid = self.child.as_ref().map(Child::id).context("views is not running")?;
+        let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status()?;
+        anyhow::ensure!(status.success(), "kill -{name} {pid}: {status}");
         Ok(())
     }
 
