@@ -27,6 +27,7 @@ pub mod dashboard;
 pub mod http;
 pub mod lag;
 pub mod group;
+pub mod join;
 pub mod metrics;
 pub mod migrate;
 pub mod model;

@@ -1,11 +1,13 @@
-//! `report_lines`, the joined rows behind `order_report`: which lines a batch reaches, and the statements that
-//! recompute them from the entity tables, all server-side (`INSERT ... SELECT`). No I/O.
+//! `report_lines`, the joined rows behind `order_report`: its columns, the view's query, which keys a batch
+//! changed, and the server-side statements (`INSERT ... SELECT`) that fill it ([`fill`]: migrations, a dropped
+//! table) and recompute every line after a truncate ([`recompute`]). No I/O. The view service's per-batch path
+//! computes the same rows in the service from point reads ([`crate::join`]); both follow the rules below.
 //!
-//! After a batch's entity rows are written (and their key-index pairs, in the same round), [`recompute`] builds,
+//! [`recompute`] builds,
 //! for every line the batch reaches, its joined row from the newest state of the line, its order, user and product,
 //! and writes in **one INSERT** (one part, so readers see all of it or none of it):
 //! - the new row (`sign = 1`) if its version is above every live row of that line;
-//! - a cancel row (`sign = -1`, same `(order_id, line_id, version)`) for every live row of the line below the
+//! - a cancel row (`sign = -1`, same `(order_id, line_id, version, writer)`) for every live row of the line below the
 //!   newest. A line that moved to another order, or a second row left by two concurrent writers, is cancelled the
 //!   same way.
 //!
@@ -53,7 +55,7 @@ fn column_list() -> String {
 pub fn view_query(db: &str) -> String {
     format!(
         "SELECT {} FROM {db}.report_lines WHERE sign = 1 AND deleted = 0 \
-         AND (line_id, version) NOT IN (SELECT line_id, version FROM {db}.report_lines WHERE sign = -1)",
+         AND (line_id, version, writer) NOT IN (SELECT line_id, version, writer FROM {db}.report_lines WHERE sign = -1)",
         column_list()
     )
 }
@@ -220,23 +222,23 @@ pub fn recompute(db: &str, keys: &Keys) -> String {
     // The live rows of those lines: every order they were ever in narrows the read by primary key.
     let orders = format!("order_id IN (SELECT order_id FROM {db}.lines_state WHERE {lines}) AND {line_ids}");
     let live = format!(
-        "SELECT line_id, groupArray((order_id, version)) AS live, max(version) AS newest_live FROM {db}.report_lines \
+        "SELECT line_id, groupArray((order_id, version, writer)) AS live, max(version) AS newest_live FROM {db}.report_lines \
          WHERE {orders} AND sign = 1 \
-           AND (line_id, version) NOT IN (SELECT line_id, version FROM {db}.report_lines WHERE {orders} AND sign = -1) \
+           AND (line_id, version, writer) NOT IN (SELECT line_id, version, writer FROM {db}.report_lines WHERE {orders} AND sign = -1) \
          GROUP BY line_id"
     );
     let passed = "line_id, order_status, order_created_at, user_id, user_email, user_name, user_country, product_id, \
                   product_sku, product_name, product_category, quantity, unit_price, line_total, deleted";
     format!(
-        "INSERT INTO {db}.report_lines ({}, version, deleted, sign) \
+        "INSERT INTO {db}.report_lines ({}, version, writer, deleted, sign) \
          SELECT tupleElement(r, 1) AS order_id, line_id, order_status, order_created_at, user_id, user_email, user_name, \
            user_country, product_id, product_sku, product_name, product_category, quantity, unit_price, line_total, \
-           tupleElement(r, 2) AS version, deleted, tupleElement(r, 3) AS sign \
+           tupleElement(r, 2) AS version, tupleElement(r, 3) AS writer, deleted, tupleElement(r, 4) AS sign \
          FROM ( \
            SELECT {passed}, new_version, newest_live, new_order_id, live, arrayConcat( \
-               arrayMap(x -> (tupleElement(x, 1), tupleElement(x, 2), toInt8(-1)), \
+               arrayMap(x -> (tupleElement(x, 1), tupleElement(x, 2), tupleElement(x, 3), toInt8(-1)), \
                  arrayFilter(x -> tupleElement(x, 2) < greatest(new_version, newest_live), live)), \
-               arrayFilter(x -> new_version > newest_live, [(new_order_id, new_version, toInt8(1))])) AS rows \
+               arrayFilter(x -> new_version > newest_live, [(new_order_id, new_version, toUInt64(0), toInt8(1))])) AS rows \
            FROM (SELECT * FROM ({}) AS n ALL LEFT JOIN ({live}) AS v USING (line_id)) AS nv \
          ) AS nvr ARRAY JOIN rows AS r \
          WHERE new_version >= 0 AND newest_live >= 0 AND new_order_id + length(live) >= 0",

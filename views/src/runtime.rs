@@ -25,7 +25,7 @@ use crate::config::{Assignment, Settings};
 use crate::group::{Handoff, Revoke};
 use crate::metrics::Metrics;
 use crate::model::{apply, reaches_report, Change, Entity, LineRow, OrderRow, ProductRow, UserRow};
-use crate::report::{self, Keys};
+use crate::report::Keys;
 use crate::{migrate, schema};
 
 /// The consumer's callbacks: librdkafka's log lines and errors and failed offset commits go to the service's log
@@ -219,6 +219,10 @@ pub struct ClickHouseViewStore {
     db: String,
     /// The cluster the schema's DDL runs on (`clickhouse_cluster`), if any.
     cluster: Option<crate::cluster::Cluster>,
+    /// This process's id in the report rows it writes ([`crate::join::writer_id`]).
+    writer: u64,
+    /// Whether other instances write the same report rows at once (`assignment = "group"`).
+    settle: bool,
 }
 
 impl ClickHouseViewStore {
@@ -235,6 +239,8 @@ impl ClickHouseViewStore {
             db: c.database.clone(),
             base,
             cluster: settings.cluster.clone(),
+            writer: crate::join::writer_id(),
+            settle: c.assignment == Assignment::Group,
         };
         store.ensure_schema().await?;
         Ok(store)
@@ -260,19 +266,9 @@ impl ClickHouseViewStore {
         self.client.query(&format!("INSERT INTO {}.{table} VALUES {values}", self.db)).execute().await
     }
 
-    /// Recomputes the report rows `keys` reach, one statement per [`RECOMPUTE_CHUNK`] keys.
-    pub async fn recompute(&self, keys: &Keys) -> Result<(), clickhouse::error::Error> {
-        for chunk in keys.chunks(RECOMPUTE_CHUNK) {
-            self.client
-                .query(&report::recompute(&self.db, &chunk))
-                // The key lists are in the statement; and one block, so one part: readers see all of it or none.
-                .with_setting("max_query_size", "67108864")
-                .with_setting("min_insert_block_size_rows", "1000000000")
-                .with_setting("min_insert_block_size_bytes", "100000000000")
-                .execute()
-                .await?;
-        }
-        Ok(())
+    /// Brings the report rows `keys` reach up to date ([`crate::join`]).
+    pub async fn recompute(&self, keys: &Keys) -> Result<crate::join::Refreshed, clickhouse::error::Error> {
+        crate::join::Joiner { client: &self.client, db: &self.db, writer: self.writer, settle: self.settle }.refresh(keys).await
     }
 
     async fn insert<T>(&self, table: &str, rows: &[T]) -> Result<(), clickhouse::error::Error>
@@ -296,9 +292,10 @@ impl ClickHouseViewStore {
     /// version), and one round of inserts costs the slowest insert rather than the sum. The freshness rows of the
     /// previous batch join that round: that batch is already acknowledged, so freshness never claims a commit whose
     /// rows are not yet readable, and it costs no round of its own. Truncates follow the rows they may cover. Last,
-    /// the report rows the batch reaches are recomputed from the entity tables ([`report::recompute`]). Because
-    /// every writer writes its entity rows before it recomputes, of two view instances writing at once at least one
-    /// reads the other's rows; a retried batch recomputes to the same versions and writes nothing more.
+    /// the report rows the batch reaches are computed from the entity tables' newest state, read by primary key
+    /// ([`crate::join`]). Because every writer writes its entity rows before it reads them, of two view instances
+    /// writing at once at least one reads the other's rows; a retried batch computes the same versions and writes
+    /// nothing more.
     pub async fn write(&self, batch: &Applied, fresh: &[FreshnessRow]) -> Result<(), clickhouse::error::Error> {
         tokio::try_join!(
             self.insert("users_state", &batch.users),
@@ -325,10 +322,6 @@ impl ClickHouseViewStore {
         &self.client
     }
 }
-
-/// Keys per recomputing statement: bounds the statement's size (a key list appears in it a few times) while a
-/// batch of `batch_max_events` takes a few statements.
-const RECOMPUTE_CHUNK: usize = 5_000;
 
 fn cdc_now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)

@@ -7,7 +7,7 @@
 //! - Three **key indexes** (`lines_by_order`, `lines_by_product`, `orders_by_user`) hold every (parent, child) pair
 //!   ever seen, so a change of an order, a user or a product finds the lines it reaches by primary key.
 //! - **`report_lines`** holds the joined rows, one live row per line, maintained by the view service
-//!   ([`crate::report`]): a CollapsingMergeTree keyed by `(order_id, line_id, version)`. A change writes, in one
+//!   ([`crate::join`]): a CollapsingMergeTree keyed by `(order_id, line_id, version, writer)`. A change writes, in one
 //!   INSERT, the line's new row (`sign = 1`) and a cancel row (`sign = -1`) of each row it replaces; merges remove a
 //!   row together with its cancel.
 //! - **`order_report`** is a plain VIEW over it: the rows that are neither deleted nor cancelled by a cancel row not
@@ -159,8 +159,8 @@ fn table(db: &str, name: &str) -> Option<String> {
         "lines_by_product" => index("product_id"),
         "orders_by_user" => index("user_id"),
         "report_lines" => format!(
-            "CREATE TABLE IF NOT EXISTS {db}.report_lines ({}, version UInt64, deleted UInt8, sign Int8) \
-             ENGINE = CollapsingMergeTree(sign) ORDER BY (order_id, line_id, version)",
+            "CREATE TABLE IF NOT EXISTS {db}.report_lines ({}, version UInt64, writer UInt64, deleted UInt8, sign Int8) \
+             ENGINE = CollapsingMergeTree(sign) ORDER BY (order_id, line_id, version, writer)",
             report::COLUMNS.iter().map(|(name, ty)| format!("{name} {ty}")).collect::<Vec<_>>().join(", ")
         ),
         _ => return None,
