@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::report::{self, Keys};
 
 /// Lines per read-compute-write round: bounds the size of the key lists in the statements.
-pub const CHUNK: usize = 50_000;
+pub const CHUNK: usize = 20_000;
 
 /// The newest state of a line.
 #[derive(Debug, Clone, PartialEq, Row, Deserialize)]
@@ -259,7 +259,15 @@ pub struct Refreshed {
 
 impl Joiner<'_> {
     async fn fetch<T: clickhouse::RowOwned + for<'b> clickhouse::RowRead>(&self, sql: String) -> Result<Vec<T>, clickhouse::error::Error> {
-        self.client.query(&sql).with_setting("max_query_size", "67108864").fetch_all::<T>().await
+        // The key lists are in the statement: up to [`CHUNK`] lines and every order they were ever in (the default
+        // limit, 50,000 AST elements, is reached by about that many keys).
+        self.client
+            .query(&sql)
+            .with_setting("max_query_size", "67108864")
+            .with_setting("max_ast_elements", "10000000")
+            .with_setting("max_expanded_ast_elements", "10000000")
+            .fetch_all::<T>()
+            .await
     }
 
     /// The lines `keys` reach (see the module doc); every line after a truncate.
