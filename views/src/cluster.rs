@@ -549,7 +549,12 @@ mod tests {
             if before.starts_with("CREATE TABLE") {
                 tables += 1;
                 let engine = after.split("ENGINE = ").nth(1).expect("an engine");
-                assert!(engine.starts_with("ReplicatedReplacingMergeTree('") || engine.starts_with("ReplicatedMergeTree('"), "{after}");
+                assert!(
+                    ["ReplicatedReplacingMergeTree('", "ReplicatedCollapsingMergeTree('", "ReplicatedMergeTree('"]
+                        .iter()
+                        .any(|e| engine.starts_with(e)),
+                    "{after}"
+                );
                 let table = head.rsplit('.').next().unwrap();
                 let path = format!("'/clickhouse/tables/{{shard}}/{db}/{table}', '{{replica}}'");
                 assert!(engine.contains(&path), "{after}");

@@ -5,8 +5,10 @@
 //! # Guarantees
 //!
 //! - **Exact under updates and deletes of any entity.** Entities are stored as versioned rows (version = the event's
-//!   source position, never the sink's clock) and joined when the report is read ([`schema`]), so a renamed product
-//!   or a changed email shows in every joined row with one row written per change.
+//!   source position, never the sink's clock); after each batch the joined rows it reaches are recomputed from them
+//!   server-side into `report_lines` ([`report`]), so a renamed product or a changed email shows in every joined row,
+//!   and `order_report` reads like a flat table ([`schema`]).
+//! - **Schema by migrations.** [`migrate`] applies versioned migrations once each and recreates dropped tables.
 //! - **Exactly-once effect.** Kafka offsets are committed only after ClickHouse acknowledged the batch
 //!   ([`runtime`]); redelivered and replayed events carry the same versions and change nothing; events arriving out
 //!   of order across topics converge, because each entity keeps its newest version.
@@ -25,8 +27,11 @@ pub mod dashboard;
 pub mod http;
 pub mod lag;
 pub mod group;
+pub mod join;
 pub mod metrics;
+pub mod migrate;
 pub mod model;
+pub mod report;
 pub mod runtime;
 pub mod schema;
 pub mod status;

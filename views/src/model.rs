@@ -111,6 +111,10 @@ pub enum ApplyError {
     /// The source coordinates give no version.
     #[error("source file {0:?} has no numeric suffix, so the event has no version")]
     NoVersion(String),
+    /// The version is beyond what the report's joined versions can add up (four of them in a UInt64).
+    #[error("version {0:#x}: the source's epoch + binlog file sequence is 16384 or more, beyond the sum of four \
+             versions the report orders its rows by (docs/views.md, \"Versions\")")]
+    VersionTooLarge(u64),
     /// Neither image is present for a row operation.
     #[error("a {0:?} event without a row image")]
     NoImage(Op),
@@ -119,6 +123,9 @@ pub enum ApplyError {
 /// Maps one change event of `entity`'s topic to its effect on the view.
 pub fn apply(entity: Entity, event: &ChangeEvent) -> Result<Change, ApplyError> {
     let version = event.version().ok_or_else(|| ApplyError::NoVersion(event.source.file.clone()))?;
+    if version >> 62 != 0 {
+        return Err(ApplyError::VersionTooLarge(version));
+    }
     let (row, deleted) = match event.op {
         Op::Truncate => return Ok(Change::Truncate { entity, version }),
         Op::Delete => (event.before.as_ref(), 1),
@@ -164,6 +171,22 @@ pub fn apply(entity: Entity, event: &ChangeEvent) -> Result<Change, ApplyError> 
             deleted,
         }),
     })
+}
+
+/// Whether `event` can change a row of the report: every insert, delete and truncate does, and an update only if it
+/// changed a column the report shows (a product's price or an order's total do not reach it). An update without a
+/// before image counts as a change.
+pub fn reaches_report(entity: Entity, event: &ChangeEvent) -> bool {
+    let shown: &[&str] = match entity {
+        Entity::User => &["email", "name", "country"],
+        Entity::Product => &["sku", "name", "category"],
+        Entity::Order => &["user_id", "status", "created_at"],
+        Entity::Line => &["order_id", "product_id", "quantity", "unit_price"],
+    };
+    match (event.op, &event.before, &event.after) {
+        (Op::Update, Some(before), Some(after)) => shown.iter().any(|c| before.get(c) != after.get(c)),
+        _ => true,
+    }
 }
 
 fn get<'a>(row: &'a Row, column: &'static str) -> Result<&'a Value, ApplyError> {
@@ -291,8 +314,33 @@ mod tests {
             apply(Entity::Line, &event(Op::Truncate, None, None, 10, 0)),
             Ok(Change::Truncate { entity: Entity::Line, version: (2 << 48) + (10 << 16) + 1 })
         );
+        let mut late = event(Op::Create, None, Some(product("a")), 1, 0);
+        late.source.file = "binlog.016384".into();
+        assert!(matches!(apply(Entity::Product, &late), Err(ApplyError::VersionTooLarge(_))));
+        late.source.file = "binlog.016383".into();
+        assert!(apply(Entity::Product, &late).is_ok());
         let bad = row(&[("id", Value::Int(-1))]);
         assert!(matches!(apply(Entity::User, &event(Op::Create, None, Some(bad), 1, 0)), Err(ApplyError::Column { column: "id", .. })));
+    }
+
+    #[test]
+    fn only_changes_of_shown_columns_reach_the_report() {
+        let repriced = {
+            let mut p = product("a");
+            p.values[4] = Value::Text("99.00".into());
+            p
+        };
+        let cases = [
+            (event(Op::Update, Some(product("a")), Some(repriced.clone()), 1, 0), false),
+            (event(Op::Update, Some(product("a")), Some(product("b")), 1, 0), true),
+            (event(Op::Update, None, Some(repriced.clone()), 1, 0), true),
+            (event(Op::Create, None, Some(product("a")), 1, 0), true),
+            (event(Op::Delete, Some(product("a")), None, 1, 0), true),
+            (event(Op::Truncate, None, None, 1, 0), true),
+        ];
+        for (e, want) in cases {
+            assert_eq!(reaches_report(Entity::Product, &e), want, "{:?}", e.op);
+        }
     }
 
     #[test]

@@ -24,8 +24,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Assignment, Settings};
 use crate::group::{Handoff, Revoke};
 use crate::metrics::Metrics;
-use crate::model::{apply, Change, Entity, LineRow, OrderRow, ProductRow, UserRow};
-use crate::schema;
+use crate::model::{apply, reaches_report, Change, Entity, LineRow, OrderRow, ProductRow, UserRow};
+use crate::report::Keys;
+use crate::{migrate, schema};
 
 /// The consumer's callbacks: librdkafka's log lines and errors and failed offset commits go to the service's log
 /// (tracing), so broker trouble is visible. With `assignment = "all"` partitions are assigned by the view itself
@@ -121,6 +122,8 @@ pub struct Applied {
     pub lines: Vec<LineRow>,
     /// Truncates, applied after the rows (rows newer than a truncate survive it by version).
     pub truncates: Vec<(Entity, u64)>,
+    /// The keys whose changes reach the report: the lines they reach are recomputed after the rows are written.
+    pub reach: Keys,
     /// Newest commit time per source name.
     pub newest_commit_ms: HashMap<String, i64>,
     /// Commit time of every change event applied, per source name (for the end-to-end histogram).
@@ -169,12 +172,35 @@ impl Applied {
                     Some(commits) => commits.push(event.source.ts_ms),
                     None => drop(self.commit_ms.insert(event.source.name.clone(), vec![event.source.ts_ms])),
                 }
+                let reaches = reaches_report(entity, &event);
+                let reach = &mut self.reach;
                 match change {
-                    Change::User(r) => self.users.push(r),
-                    Change::Product(r) => self.products.push(r),
-                    Change::Order(r) => self.orders.push(r),
-                    Change::Line(r) => self.lines.push(r),
-                    Change::Truncate { entity, version } => self.truncates.push((entity, version)),
+                    Change::User(r) => {
+                        if reaches {
+                            reach.users.insert(r.id);
+                        }
+                        self.users.push(r)
+                    }
+                    Change::Product(r) => {
+                        if reaches {
+                            reach.products.insert(r.id);
+                        }
+                        self.products.push(r)
+                    }
+                    Change::Order(r) => {
+                        if reaches {
+                            reach.orders.insert(r.id);
+                        }
+                        self.orders.push(r)
+                    }
+                    Change::Line(r) => {
+                        reach.lines.insert(r.id);
+                        self.lines.push(r)
+                    }
+                    Change::Truncate { entity, version } => {
+                        reach.all = true;
+                        self.truncates.push((entity, version))
+                    }
                 }
             }
             Err(e) => self.dead.push(dead(e.to_string())),
@@ -187,12 +213,20 @@ impl Applied {
 pub struct ClickHouseViewStore {
     /// Client with the reporting database as default.
     client: Client,
+    /// Client without a default database (the database may have to be created).
+    base: Client,
     /// The reporting database.
     db: String,
+    /// The cluster the schema's DDL runs on (`clickhouse_cluster`), if any.
+    cluster: Option<crate::cluster::Cluster>,
+    /// This process's id in the report rows it writes ([`crate::join::writer_id`]).
+    writer: u64,
+    /// Whether other instances write the same report rows at once (`assignment = "group"`).
+    settle: bool,
 }
 
 impl ClickHouseViewStore {
-    /// Connects and creates the schema if missing.
+    /// Connects, applies pending migrations and recreates missing tables ([`migrate::ensure`]).
     pub async fn open(settings: &Settings) -> Result<ClickHouseViewStore, clickhouse::error::Error> {
         let c = &settings.config;
         let base = Client::default()
@@ -200,12 +234,41 @@ impl ClickHouseViewStore {
             .with_user(&c.clickhouse_user)
             .with_password(&c.clickhouse_password)
             .with_validation(false);
-        let ddl = crate::cluster::for_servers(settings.cluster.as_ref(), schema::ddl(&c.database), &c.database)
-            .map_err(|e| clickhouse::error::Error::Custom(e.to_string()))?;
-        for statement in ddl {
-            base.query(&statement).execute().await?;
+        let store = ClickHouseViewStore {
+            client: base.clone().with_database(&c.database),
+            db: c.database.clone(),
+            base,
+            cluster: settings.cluster.clone(),
+            writer: crate::join::writer_id(),
+            settle: c.assignment == Assignment::Group,
+        };
+        store.ensure_schema().await?;
+        Ok(store)
+    }
+
+    /// [`migrate::ensure`] on the reporting database.
+    pub async fn ensure_schema(&self) -> Result<migrate::Ensured, clickhouse::error::Error> {
+        migrate::ensure(&self.base, &self.db, self.cluster.as_ref()).await
+    }
+
+    /// Inserts `(parent, id)` pairs into a key index.
+    async fn index(&self, table: &str, pairs: impl Iterator<Item = (u64, u64)>) -> Result<(), clickhouse::error::Error> {
+        let mut values = String::new();
+        for (parent, id) in pairs {
+            if !values.is_empty() {
+                values.push(',');
+            }
+            values.push_str(&format!("({parent},{id})"));
         }
-        Ok(ClickHouseViewStore { client: base.with_database(&c.database), db: c.database.clone() })
+        if values.is_empty() {
+            return Ok(());
+        }
+        self.client.query(&format!("INSERT INTO {}.{table} VALUES {values}", self.db)).execute().await
+    }
+
+    /// Brings the report rows `keys` reach up to date ([`crate::join`]).
+    pub async fn recompute(&self, keys: &Keys) -> Result<crate::join::Refreshed, clickhouse::error::Error> {
+        crate::join::Joiner { client: &self.client, db: &self.db, writer: self.writer, settle: self.settle }.refresh(keys).await
     }
 
     async fn insert<T>(&self, table: &str, rows: &[T]) -> Result<(), clickhouse::error::Error>
@@ -225,22 +288,31 @@ impl ClickHouseViewStore {
     /// Writes a batch, and the freshness of the batch written before it; returns once ClickHouse acknowledged every
     /// statement.
     ///
-    /// The entity tables are written concurrently: their rows are independent (each entity converges by version,
-    /// and the report joins them when read), and one round of inserts costs the slowest insert rather than the sum.
-    /// The freshness rows of the previous batch join that round: that batch is already acknowledged, so freshness
-    /// never claims a commit whose rows are not yet readable, and it costs no round of its own. Truncates follow the
-    /// rows they may cover.
+    /// First the entity rows and their key-index pairs, concurrently: they are independent (each entity converges by
+    /// version), and one round of inserts costs the slowest insert rather than the sum. The freshness rows of the
+    /// previous batch join that round: that batch is already acknowledged, so freshness never claims a commit whose
+    /// rows are not yet readable, and it costs no round of its own. Truncates follow the rows they may cover. Last,
+    /// the report rows the batch reaches are computed from the entity tables' newest state, read by primary key
+    /// ([`crate::join`]). Because every writer writes its entity rows before it reads them, of two view instances
+    /// writing at once at least one reads the other's rows; a retried batch computes the same versions and writes
+    /// nothing more.
     pub async fn write(&self, batch: &Applied, fresh: &[FreshnessRow]) -> Result<(), clickhouse::error::Error> {
         tokio::try_join!(
             self.insert("users_state", &batch.users),
             self.insert("products_state", &batch.products),
             self.insert("orders_state", &batch.orders),
             self.insert("lines_state", &batch.lines),
+            self.index("lines_by_order", batch.lines.iter().map(|l| (l.order_id, l.id))),
+            self.index("lines_by_product", batch.lines.iter().map(|l| (l.product_id, l.id))),
+            self.index("orders_by_user", batch.orders.iter().map(|o| (o.user_id, o.id))),
             self.insert("dead_letters", &batch.dead),
             self.insert("freshness_log", fresh),
         )?;
         for (entity, version) in &batch.truncates {
             self.client.query(&schema::truncate(&self.db, entity.table(), *version)).execute().await?;
+        }
+        if !batch.reach.is_empty() {
+            self.recompute(&batch.reach).await?;
         }
         Ok(())
     }
@@ -542,6 +614,10 @@ async fn write_batch(
     while let Err(e) = store.write(&batch, &fresh).await {
         tracing::warn!(error = %e, retry_in = ?backoff, "clickhouse insert failed; retrying (offsets not committed)");
         metrics.set_healthy(Some(format!("clickhouse: {e}")));
+        // A dropped table (or database) is recreated before the retry, instead of failing forever.
+        if let Err(e) = store.ensure_schema().await {
+            tracing::warn!(error = %e, "checking the reporting schema failed");
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return None,
             _ = tokio::time::sleep(backoff) => {}

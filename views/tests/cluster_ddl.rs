@@ -90,7 +90,12 @@ fn the_cluster_schema_parses_on_current_clickhouse() -> Result<()> {
     ensure!(asts.len() == statements.len(), "{} answers for {} statements", asts.len(), statements.len());
     for (sql, ast) in statements.iter().zip(&asts) {
         if sql.starts_with("CREATE TABLE") {
-            ensure!(ast.contains("Function ReplicatedReplacingMergeTree") || ast.contains("Function ReplicatedMergeTree"), "{sql}\n{ast}");
+            ensure!(
+                ["ReplacingMergeTree", "CollapsingMergeTree", "MergeTree"]
+                    .iter()
+                    .any(|e| ast.contains(&format!("Function Replicated{e} "))),
+                "{sql}\n{ast}"
+            );
             ensure!(ast.contains("/clickhouse/tables/{shard}/"), "{sql}\n{ast}");
         }
     }

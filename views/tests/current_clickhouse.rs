@@ -2,10 +2,12 @@
 //! `chdb-core` (`pip install chdb-core`; `scripts/test` installs it). The local stack runs ClickHouse 18.16, so this
 //! is what keeps the DDL and the guide's queries working on the versions deployments run (docker-compose.yml).
 //!
-//! One chdb session runs the exact statements of `cdc_views::schema` (twice: they are idempotent), the analytics
-//! data set as versioned rows of the entity tables, and every SQL block of `docs/analytics.md` as written; any
-//! error fails the test, and every result is compared with the values computed from the data set. It also checks
-//! the report row by row and the truncate statement's effect.
+//! One chdb session runs the exact statements of `cdc_views::schema` (its migrations twice, as after a crash before
+//! they were recorded, and the statements that recreate dropped objects), the analytics data set as versioned rows
+//! of the entity tables, the view service's recomputation of `report_lines` from every key (twice: the second writes
+//! nothing), and every SQL block of `docs/analytics.md` as written; any error fails the test, and every result is
+//! compared with the values computed from the data set. It also checks the report row by row and the effect of
+//! truncates.
 //!
 //! Without `chdb` the test fails when `CI` is set and is skipped with a note elsewhere.
 
@@ -96,15 +98,39 @@ fn schema_and_analytics_queries_run_on_current_clickhouse() -> Result<()> {
     let plain = |what: &str, sql: String| Statement { sql, names: false, expect: None, what: what.to_owned() };
     let mut statements: Vec<Statement> = Vec::new();
 
-    // The schema as the view service creates it, twice.
+    // The schema as the view service migrates to it, twice (as after a crash before the migration was recorded),
+    // and the statements that recreate dropped objects.
     for round in ["", " (again)"] {
-        for sql in cdc_views::schema::ddl("reporting") {
-            statements.push(plain(&format!("the view service's DDL{round}"), sql));
+        for m in cdc_views::schema::migrations("reporting") {
+            for sql in m.statements {
+                statements.push(plain(&format!("migration {}{round}", m.version), sql));
+            }
         }
+    }
+    for object in cdc_views::schema::objects("reporting") {
+        statements.push(plain("the statement recreating a dropped object", object.create));
     }
     for sql in data.entity_inserts("reporting") {
         statements.push(plain("an insert into an entity table", sql));
     }
+    // The key indexes as the view service writes them, then the report rows recomputed from every key, twice: the
+    // second computation finds every line up to date and writes nothing.
+    for object in cdc_views::schema::objects("reporting") {
+        if object.name.starts_with("lines_by") || object.name == "orders_by_user" {
+            statements.extend(object.refill.into_iter().map(|sql| plain("a key index's refill", sql)));
+        }
+    }
+    let keys = data.keys();
+    let lines_ever = keys.lines.len() as i64;
+    for round in ["", " (again)"] {
+        statements.push(plain(&format!("the recomputation of every key{round}"), cdc_views::report::recompute("reporting", &keys)));
+    }
+    statements.push(Statement {
+        sql: "SELECT count() AS rows, sum(sign) AS live FROM reporting.report_lines".into(),
+        names: true,
+        expect: Some(Table { columns: vec!["rows".into(), "live".into()], rows: vec![vec![Cell::Int(lines_ever), Cell::Int(lines_ever)]] }),
+        what: "report_lines after two recomputations".into(),
+    });
     // Freshness: two applied batches per source; the newest commit wins.
     let base = 1_796_083_200_000i64; // 2026-12-01 00:00:00 UTC
     let mut sources = BTreeMap::new();
@@ -133,12 +159,15 @@ fn schema_and_analytics_queries_run_on_current_clickhouse() -> Result<()> {
     // Truncates: every entity truncated after the whole history leaves an empty report; a newer order and line
     // survive it and join to nothing.
     let writes = data.writes().count() as u64;
-    for sql in cdc_views::schema::ddl("truncated").into_iter().chain(data.entity_inserts("truncated")) {
+    let migrations = cdc_views::schema::migrations("truncated").into_iter().flat_map(|m| m.statements);
+    for sql in migrations.chain(data.entity_inserts("truncated")) {
         statements.push(plain("the truncate scenario's setup", sql));
     }
+    statements.push(plain("the recomputation", cdc_views::report::recompute("truncated", &cdc_views::report::Keys::all())));
     for table in ["users_state", "products_state", "orders_state", "lines_state"] {
         statements.push(plain("the view service's truncate", cdc_views::schema::truncate("truncated", table, writes + 1)));
     }
+    statements.push(plain("the recomputation after truncates", cdc_views::report::recompute("truncated", &cdc_views::report::Keys::all())));
     let count = |what: &str, n: i64| Statement {
         sql: "SELECT count() AS lines, countIf(user_email IS NULL AND product_name IS NULL) AS without_dimensions FROM truncated.order_report".into(),
         names: true,
@@ -155,6 +184,9 @@ fn schema_and_analytics_queries_run_on_current_clickhouse() -> Result<()> {
         "a line after the truncate",
         format!("INSERT INTO truncated.lines_state VALUES (1, 1, 1, 1, 10.00, {v}, 0)"),
     ));
+    statements.push(plain("the index pair of the new line", "INSERT INTO truncated.lines_by_order VALUES (1, 1)".into()));
+    let new_line = cdc_views::report::Keys { lines: [1].into(), orders: [1].into(), ..Default::default() };
+    statements.push(plain("the recomputation of the new order and line", cdc_views::report::recompute("truncated", &new_line)));
     statements.push(count("the report after a newer order", 1));
 
     let Some(results) = run(&statements)? else { return Ok(()) };

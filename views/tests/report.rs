@@ -148,7 +148,7 @@ async fn a_product_rename_reaches_every_joined_row() -> Result<()> {
         Ok(())
     })
     .await?;
-    println!("a rename of a product referenced by 10,000 lines: visible in all of them after {:?}, 1 row written", began.elapsed());
+    println!("a rename of a product referenced by 10,000 lines: visible in all of them after {:?} (10,000 rows and 10,000 cancel rows recomputed server-side)", began.elapsed());
     drop(views);
     p.finish().await
 }

@@ -394,6 +394,20 @@ impl DataSet {
 
     /// The writes as rows of the view's entity tables in `db`, versioned by their position in the log (what the
     /// view service writes for the same history), one INSERT per table.
+    /// Every key the data set writes, as the view service collects them from a batch.
+    pub(crate) fn keys(&self) -> cdc_views::report::Keys {
+        let mut keys = cdc_views::report::Keys::default();
+        for w in self.writes() {
+            match w {
+                Write::User(User { id, .. }) | Write::DeleteUser(id) => keys.users.insert(*id),
+                Write::Product(Product { id, .. }) | Write::DeleteProduct(id) => keys.products.insert(*id),
+                Write::Order(Order { id, .. }) | Write::DeleteOrder(id) => keys.orders.insert(*id),
+                Write::Line(Line { id, .. }) | Write::DeleteLine(id) => keys.lines.insert(*id),
+            };
+        }
+        keys
+    }
+
     pub(crate) fn entity_inserts(&self, db: &str) -> Vec<String> {
         let mut state = State::default();
         let mut rows: BTreeMap<&str, Vec<String>> = BTreeMap::new();
