@@ -156,9 +156,8 @@ async fn a_second_capture_on_the_same_state_dir_refuses_to_start() -> Result<()>
 
 /// SIGSTOP/SIGCONT of a component of the private stack.
 fn signal(home: &Path, component: &str, signal: &str) -> Result<()> {
-    let pid = std::fs::read_to_string(home.join("run").join(format!("{component}.pid")))?;
-    let pid = pid.trim();
-    let status = Command::new("kill").arg(format!("-{signal}")).arg(pid).status()?;
+    let pid = cdc_tests::component_pid(home, component)?;
+    let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status()?;
     ensure!(status.success(), "kill -{signal} {pid} ({component})");
     let want = if signal == "STOP" { 'T' } else { 'S' };
     // The process really is stopped (T) or running again (anything else) before the clock starts.

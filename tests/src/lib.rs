@@ -132,6 +132,15 @@ impl PrivateStack {
     }
 }
 
+/// The PID of a running component of the stack in `home`: the first field of `run/<component>.pid` (the second is
+/// the process's start time, which `scripts/stack` checks).
+pub fn component_pid(home: &Path, component: &str) -> Result<u32> {
+    let file = home.join("run").join(format!("{component}.pid"));
+    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let pid = text.split_whitespace().next().with_context(|| format!("{} is empty", file.display()))?;
+    pid.parse().with_context(|| format!("a PID in {}: {text:?}", file.display()))
+}
+
 impl Drop for PrivateStack {
     fn drop(&mut self) {
         let _ = self.cmd.run(&["down", "--wipe"]);
