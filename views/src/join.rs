@@ -221,6 +221,8 @@ pub fn settle(live: &[Live]) -> Vec<ReportRow> {
     out
 }
 
+/// The inside of `IN (...)` for `ids`. No ids give a subquery with no rows, since ClickHouse refuses `IN ()` (for
+/// example when the lines a batch reaches have no state yet, so no order or product is known for them).
 fn list(ids: impl IntoIterator<Item = u64>) -> String {
     let mut s = String::new();
     for id in ids {
@@ -228,6 +230,9 @@ fn list(ids: impl IntoIterator<Item = u64>) -> String {
             s.push(',');
         }
         let _ = write!(s, "{id}");
+    }
+    if s.is_empty() {
+        s.push_str("SELECT toUInt64(0) WHERE 0");
     }
     s
 }
@@ -402,6 +407,12 @@ impl Joiner<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_id_list_is_a_subquery_without_rows() {
+        assert_eq!(list([3, 1]), "3,1");
+        assert_eq!(list([]), "SELECT toUInt64(0) WHERE 0");
+    }
 
     fn line(id: u64, order_id: u64, version: u64) -> LineState {
         LineState { id, order_id, product_id: 7, quantity: 2, unit_price: 150, deleted: 0, version, orders: vec![order_id] }

@@ -80,7 +80,12 @@ async fn lag_stays_true_while_idle_and_caught_up_waits_for_writes_made_during_an
     let (mut worst_lag, mut worst_metric, mut samples) = (0i64, 0f64, 0);
     while Instant::now() < idle_end {
         let l = lag(&views).await?;
-        assert!(l.caught_up, "idle sources must stay caught up: {l:?}");
+        // The catalog server is not idle: the stack's catalog service records its consumed progress
+        // (`known_progress`) about once a second, so a cut taken there may be newer than the last applied heartbeat
+        // for a moment. Its lag must stay small all the same (checked below).
+        let idle = l.sources.iter().filter(|s| s.source != "catalog");
+        assert!(idle.clone().all(|s| s.caught_up), "idle sources must stay caught up: {l:?}");
+        assert!(l.sources.iter().all(|s| s.error.is_none()), "no source has an error while idle: {l:?}");
         for s in &l.sources {
             worst_lag = worst_lag.max(s.lag_ms.context("lag known")?);
         }
