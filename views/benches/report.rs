@@ -15,7 +15,8 @@
 //! 4. **queries**: every SQL block of docs/analytics.md but freshness, one order's lines and one customer's lines,
 //!    through `order_report`, against a flat MergeTree copy of it (`ORDER BY (order_id, line_id)`), median of
 //!    `CDC_BENCH_RUNS` (5) runs, with `enable_optimize_predicate_expression = 1` (as the analyst profile of the stack
-//!    has it), with the cancels unmerged and again after `OPTIMIZE TABLE report_lines FINAL`; with
+//!    has it), with the cancels unmerged and again after one round of the view service's compaction
+//!    ([`cdc_views::compact::round`], the default limit); with
 //!    `CDC_BENCH_LEGACY=1` also through the joining view of the schema before;
 //! 5. **fan-out**: a rename of product 1 (100,000 lines) and an email change, written as the service does: time,
 //!    and rows written.
@@ -198,11 +199,20 @@ async fn size(client: &clickhouse::Client, lines: u64, runs: usize) -> Result<()
     queries.push(("One order's lines".into(), format!("SELECT * FROM reporting.order_report WHERE order_id = {order}")));
     queries.push(("One customer's lines".into(), format!("SELECT * FROM reporting.order_report WHERE user_id = {customer}")));
     let cancels = b.count(&format!("SELECT toUInt64(count()) FROM {db}.report_lines WHERE sign = -1")).await?;
-    for (state, optimize) in [(format!("{cancels} cancel rows unmerged"), false), ("after OPTIMIZE FINAL".to_owned(), true)] {
-        if optimize {
-            let took = b.exec(&format!("OPTIMIZE TABLE {db}.report_lines FINAL")).await?;
+    for (state, compact) in [(format!("{cancels} cancel rows unmerged"), false), ("after a compaction round".to_owned(), true)] {
+        if compact {
+            // What the view service does within `compact_every` (default limit).
+            let began = Instant::now();
+            let metrics = cdc_views::metrics::Metrics::new();
+            let limit = cdc_views::config::Config::default().compact_cancels;
+            let chosen = cdc_views::compact::round(&b.client, &db, None, limit, &metrics).await?;
             let left = b.count(&format!("SELECT toUInt64(count()) FROM {db}.report_lines WHERE sign = -1")).await?;
-            println!("OPTIMIZE TABLE report_lines FINAL: {:.1} s, {left} cancel rows left", took.as_secs_f64());
+            println!(
+                "compaction round (limit {limit}): {} partitions of {} compacted in {:.1} s, {left} cancel rows left",
+                chosen.len(),
+                lines.div_ceil(4 * cdc_views::schema::REPORT_PARTITION_ORDERS),
+                began.elapsed().as_secs_f64()
+            );
         }
         println!("queries, median of {runs} ({state}; load average {}):", loadavg());
         println!("  {:<42} {:>12} {:>12} {:>7} {:>14}", "query", "order_report", "flat copy", "ratio", "joining view");
@@ -210,7 +220,7 @@ async fn size(client: &clickhouse::Client, lines: u64, runs: usize) -> Result<()
             let on = |table: &str| sql.replace("reporting.order_report", &format!("{db}.{table}"));
             let report = b.time(&on("order_report"), runs).await?;
             let flat = b.time(&on("flat"), runs).await?;
-            let joining = if legacy && !optimize { format!("{:.0} ms", ms(b.time(&on("order_report_joining"), runs.min(3)).await?)) } else { "-".into() };
+            let joining = if legacy && !compact { format!("{:.0} ms", ms(b.time(&on("order_report_joining"), runs.min(3)).await?)) } else { "-".into() };
             println!("  {name:<42} {:>9.0} ms {:>9.0} ms {:>6.2}x {joining:>14}", ms(report), ms(flat), ms(report) / ms(flat));
         }
     }

@@ -65,6 +65,13 @@ pub struct Config {
     /// brokers that hold every fetch (tansu) add up to this much latency. Default `50ms`.
     #[serde(with = "humantime_serde")]
     pub fetch_wait: Duration,
+    /// Most cancel rows of `report_lines` left unmerged: above it, the partitions holding the most are compacted
+    /// (`OPTIMIZE ... PARTITION ... FINAL`, see `views/src/compact.rs`), since every read of `order_report` subtracts
+    /// the unmerged ones. 0 turns compaction off. Default 10000.
+    pub compact_cancels: u64,
+    /// Time between two counts of the unmerged cancel rows. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub compact_every: Duration,
     /// Extra librdkafka consumer properties (e.g. `"security.protocol" = "SASL_SSL"`, `"socket.timeout.ms"`);
     /// `bootstrap.servers`, `group.id` and `enable.auto.commit` are set by the service. Default none.
     #[serde(default)]
@@ -132,6 +139,8 @@ impl Default for Config {
             batch_max_events: 20_000,
             batch_wait: Duration::from_millis(50),
             fetch_wait: Duration::from_millis(50),
+            compact_cancels: 10_000,
+            compact_every: Duration::from_secs(10),
             kafka_properties: BTreeMap::new(),
             heartbeat_timeout: Duration::from_secs(10),
             sources: Vec::new(),
@@ -222,6 +231,9 @@ impl Config {
         }
         if self.heartbeat_timeout < Duration::from_secs(1) {
             return Err(ConfigError("heartbeat_timeout must be at least 1s (the capture's heartbeat_interval or more)".into()));
+        }
+        if self.compact_cancels > 0 && self.compact_every < Duration::from_millis(100) {
+            return Err(ConfigError("compact_every must be at least 100ms (or set compact_cancels = 0 to turn compaction off)".into()));
         }
         if self.batch_max_events == 0 {
             return Err(ConfigError("batch_max_events must be at least 1".into()));

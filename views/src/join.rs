@@ -2,11 +2,11 @@
 //! service from point reads by primary key, and written with the cancel rows of the rows they replace in one INSERT.
 //!
 //! Per batch (after its entity rows and key-index pairs are written), for the keys it changed ([`Keys`]):
-//! 1. the lines they reach: the batch's lines, and by primary key `lines_by_order` (of its orders and of its users'
-//!    orders, `orders_by_user`) and `lines_by_product`;
-//! 2. the newest state of those lines (`argMax` by `id`, the ORDER BY key), then, at once, of their orders and
-//!    products and the live rows of the lines in `report_lines` (by `order_id`, its ORDER BY prefix, over every
-//!    order the line was ever in); then of the orders' users;
+//! 1. at once: the newest state of the lines its lines and orders reach (`argMax` by `id`, the ORDER BY key, with
+//!    `lines_by_order` as a subquery), and the ids of the lines its users and products reach (`orders_by_user`,
+//!    `lines_by_order`, `lines_by_product`: any number, so read in rounds of [`CHUNK`] lines afterwards);
+//! 2. at once, of those lines: their orders, products, users (through the orders' `user_id`s, a subquery) and
+//!    live rows in `report_lines` (by `order_id`, its ORDER BY prefix, over every order the line was ever in);
 //! 3. in Rust ([`plan`]): each line's joined row, with version = the sum of its four entities' versions; a line whose
 //!    version is not above its newest live row writes nothing (redelivery, replay, out-of-order arrival), else its
 //!    new row (`sign = 1`, `writer` = this process's random id); every live row but the one kept (the newest
@@ -275,17 +275,27 @@ impl Joiner<'_> {
             .await
     }
 
-    /// The lines `keys` reach (see the module doc); every line after a truncate.
-    pub async fn reached(&self, keys: &Keys) -> Result<BTreeSet<u64>, clickhouse::error::Error> {
+    /// The newest states of the lines `lines` names and of the lines of `orders` (through `lines_by_order`): one
+    /// read, the key index as a subquery.
+    async fn line_states(&self, lines: &[u64], orders: &BTreeSet<u64>) -> Result<Vec<LineState>, clickhouse::error::Error> {
         let db = self.db;
-        let mut lines = keys.lines.clone();
+        let mut filter = format!("id IN ({})", list(lines.iter().copied()));
+        if !orders.is_empty() {
+            let _ = write!(filter, " OR id IN (SELECT id FROM {db}.lines_by_order WHERE order_id IN ({}))", list(orders.iter().copied()));
+        }
+        self.fetch(format!(
+            "SELECT id, argMax(order_id, version), argMax(product_id, version), argMax(quantity, version), \
+             argMax(unit_price, version), argMax(deleted, version), max(version), groupUniqArray(order_id) \
+             FROM {db}.lines_state WHERE {filter} GROUP BY id"
+        ))
+        .await
+    }
+
+    /// The ids of the lines `keys` reach through their users and products: any number of lines (a product may be
+    /// in millions), so ids only, read in chunks afterwards.
+    async fn reached_far(&self, keys: &Keys) -> Result<BTreeSet<u64>, clickhouse::error::Error> {
+        let db = self.db;
         let mut queries = Vec::new();
-        if keys.all {
-            queries.push(format!("SELECT DISTINCT id FROM {db}.lines_state"));
-        }
-        if !keys.orders.is_empty() {
-            queries.push(format!("SELECT id FROM {db}.lines_by_order WHERE order_id IN ({})", list(keys.orders.iter().copied())));
-        }
         if !keys.users.is_empty() {
             queries.push(format!(
                 "SELECT id FROM {db}.lines_by_order WHERE order_id IN (SELECT id FROM {db}.orders_by_user WHERE user_id IN ({}))",
@@ -295,31 +305,32 @@ impl Joiner<'_> {
         if !keys.products.is_empty() {
             queries.push(format!("SELECT id FROM {db}.lines_by_product WHERE product_id IN ({})", list(keys.products.iter().copied())));
         }
+        let mut lines = BTreeSet::new();
         for ids in futures_util::future::try_join_all(queries.into_iter().map(|q| self.fetch::<u64>(q))).await? {
             lines.extend(ids);
         }
         Ok(lines)
     }
 
-    /// The states and live rows of `lines`.
-    pub async fn states(&self, lines: &[u64]) -> Result<States, clickhouse::error::Error> {
+    /// The states `lines` join with and their live rows: one round of concurrent reads (the users through their
+    /// orders' `user_id`s, as a subquery).
+    pub async fn states(&self, lines: Vec<LineState>) -> Result<States, clickhouse::error::Error> {
         let db = self.db;
-        let lines: Vec<LineState> = self
-            .fetch(format!(
-                "SELECT id, argMax(order_id, version), argMax(product_id, version), argMax(quantity, version), \
-                 argMax(unit_price, version), argMax(deleted, version), max(version), groupUniqArray(order_id) \
-                 FROM {db}.lines_state WHERE id IN ({}) GROUP BY id",
-                list(lines.iter().copied())
-            ))
-            .await?;
         let orders: BTreeSet<u64> = lines.iter().map(|l| l.order_id).collect();
         let products: BTreeSet<u64> = lines.iter().map(|l| l.product_id).collect();
         let every_order: BTreeSet<u64> = lines.iter().flat_map(|l| l.orders.iter().copied()).collect();
-        let (orders, products, live) = tokio::try_join!(
+        let (users, orders, products, live) = tokio::try_join!(
+            // Every user the orders ever had: a superset of their newest ones, which the join picks.
+            self.fetch::<UserState>(format!(
+                "SELECT id, argMax(email, version), argMax(name, version), argMax(country, version), \
+                 argMax(has_country, version), argMax(deleted, version), max(version) FROM {db}.users_state \
+                 WHERE id IN (SELECT user_id FROM {db}.orders_state WHERE id IN ({})) GROUP BY id",
+                list(orders.iter().copied())
+            )),
             self.fetch::<OrderState>(format!(
                 "SELECT id, argMax(user_id, version), argMax(status, version), argMax(created_at, version), \
                  argMax(deleted, version), max(version) FROM {db}.orders_state WHERE id IN ({}) GROUP BY id",
-                list(orders)
+                list(orders.iter().copied())
             )),
             self.fetch::<ProductState>(format!(
                 "SELECT id, argMax(sku, version), argMax(name, version), argMax(category, version), \
@@ -328,15 +339,6 @@ impl Joiner<'_> {
             )),
             self.live(&every_order, lines.iter().map(|l| l.id)),
         )?;
-        let users: BTreeSet<u64> = orders.iter().map(|o| o.user_id).collect();
-        let users: Vec<UserState> = self
-            .fetch(format!(
-                "SELECT id, argMax(email, version), argMax(name, version), argMax(country, version), \
-                 argMax(has_country, version), argMax(deleted, version), max(version) FROM {db}.users_state \
-                 WHERE id IN ({}) GROUP BY id",
-                list(users)
-            ))
-            .await?;
         Ok(States {
             lines,
             orders: orders.into_iter().map(|o| (o.id, o)).collect(),
@@ -371,6 +373,10 @@ impl Joiner<'_> {
     }
 
     /// Brings the lines `keys` reach up to date in `report_lines`.
+    ///
+    /// Two rounds of reads for a batch whose keys reach lines only through its lines and orders (few lines per
+    /// key): the line states, then everything they join with. Lines reached through users and products are read by
+    /// id first, then in rounds of [`CHUNK`] lines.
     pub async fn refresh(&self, keys: &Keys) -> Result<Refreshed, clickhouse::error::Error> {
         if keys.all {
             // A truncate: every line, server-side.
@@ -383,24 +389,48 @@ impl Joiner<'_> {
                 .await?;
             return Ok(Refreshed::default());
         }
-        let lines: Vec<u64> = self.reached(keys).await?.into_iter().collect();
-        let mut done = Refreshed { lines: lines.len(), written: 0 };
-        for chunk in lines.chunks(CHUNK) {
-            let states = self.states(chunk).await?;
-            let rows = plan(&states, self.writer);
-            self.write(&rows).await?;
-            done.written += rows.len();
-            if self.settle {
-                let written: BTreeSet<u64> = rows.iter().filter(|r| r.sign == 1).map(|r| r.line_id).collect();
-                if !written.is_empty() {
-                    let orders = states.lines.iter().filter(|l| written.contains(&l.id)).flat_map(|l| l.orders.iter().copied()).collect();
-                    let cancels = settle(&self.live(&orders, written).await?);
-                    self.write(&cancels).await?;
-                    done.written += cancels.len();
-                }
+        let lines: Vec<u64> = keys.lines.iter().copied().collect();
+        let near = async {
+            if lines.is_empty() && keys.orders.is_empty() {
+                Ok(Vec::new())
+            } else {
+                self.line_states(&lines, &keys.orders).await
             }
+        };
+        let (mut near, far) = tokio::try_join!(near, self.reached_far(keys))?;
+        let far: Vec<u64> = {
+            let known: BTreeSet<u64> = near.iter().map(|l| l.id).collect();
+            far.into_iter().filter(|id| !known.contains(id)).collect()
+        };
+        let mut done = Refreshed { lines: near.len() + far.len(), written: 0 };
+        while !near.is_empty() {
+            let rest = near.split_off(near.len().min(CHUNK));
+            done.written += self.round(std::mem::replace(&mut near, rest)).await?;
+        }
+        for ids in far.chunks(CHUNK) {
+            let lines = self.line_states(ids, &BTreeSet::new()).await?;
+            done.written += self.round(lines).await?;
         }
         Ok(done)
+    }
+
+    /// Reads what `lines` join with, writes their rows and cancels, and settles them with several writers; returns
+    /// the rows written.
+    async fn round(&self, lines: Vec<LineState>) -> Result<usize, clickhouse::error::Error> {
+        let states = self.states(lines).await?;
+        let rows = plan(&states, self.writer);
+        self.write(&rows).await?;
+        let mut written = rows.len();
+        if self.settle {
+            let lines: BTreeSet<u64> = rows.iter().filter(|r| r.sign == 1).map(|r| r.line_id).collect();
+            if !lines.is_empty() {
+                let orders = states.lines.iter().filter(|l| lines.contains(&l.id)).flat_map(|l| l.orders.iter().copied()).collect();
+                let cancels = settle(&self.live(&orders, lines).await?);
+                self.write(&cancels).await?;
+                written += cancels.len();
+            }
+        }
+        Ok(written)
     }
 }
 

@@ -22,6 +22,7 @@
 //! The pure mapping from an event to rows is [`model::apply`]; [`runtime`] owns all I/O.
 
 pub mod cluster;
+pub mod compact;
 pub mod config;
 pub mod dashboard;
 pub mod http;
@@ -65,8 +66,17 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             }
         }
     };
+    let compaction = tokio::spawn(compact::run(
+        store.client().clone(),
+        settings.config.database.clone(),
+        settings.cluster.clone(),
+        compact::Compaction { limit: settings.config.compact_cancels, every: settings.config.compact_every },
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     let result = runtime::run(settings, store, metrics, shutdown.clone()).await;
     shutdown.cancel();
+    let _ = compaction.await;
     let _ = http.await;
     result
 }

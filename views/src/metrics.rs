@@ -31,6 +31,10 @@ pub const INSERT_SECONDS: &str = "cdc_view_clickhouse_insert_seconds";
 /// Per change event applied: from its commit in the source (binlog timestamp, whole seconds) to ClickHouse's
 /// acknowledgement of the batch that holds it.
 pub const END_TO_END_SECONDS: &str = "cdc_view_end_to_end_seconds";
+/// Cancel rows of `report_lines` not yet merged with the rows they cancel, as last counted ([`crate::compact`]).
+pub const CANCELS_PENDING: &str = "cdc_view_report_cancels_pending";
+/// Partitions of `report_lines` compacted (`OPTIMIZE ... FINAL`) to bound the pending cancels.
+pub const COMPACTIONS: &str = "cdc_view_report_compactions";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceLabel {
@@ -52,6 +56,8 @@ pub struct Metrics {
     dead: Counter,
     insert: Histogram,
     end_to_end: Family<SourceLabel, Histogram>,
+    cancels_pending: Gauge,
+    compactions: Counter,
     events_total: std::sync::atomic::AtomicU64,
     /// What is applied and which heartbeats that covers.
     pub coverage: Mutex<Coverage>,
@@ -94,6 +100,8 @@ impl Metrics {
             dead: Counter::default(),
             insert: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             end_to_end: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.05, 2.0, 14))),
+            cancels_pending: Gauge::default(),
+            compactions: Counter::default(),
             events_total: Default::default(),
             coverage: Mutex::new(Coverage::default()),
             partitions: Mutex::default(),
@@ -108,6 +116,8 @@ impl Metrics {
         registry.register(DEAD_LETTERS, "Events that could not be applied", m.dead.clone());
         registry.register(INSERT_SECONDS, "Time to write one batch to ClickHouse", m.insert.clone());
         registry.register(END_TO_END_SECONDS, "Source commit to applied in ClickHouse, per change event", m.end_to_end.clone());
+        registry.register(CANCELS_PENDING, "Cancel rows of report_lines not yet merged, as last counted", m.cancels_pending.clone());
+        registry.register(COMPACTIONS, "Partitions of report_lines compacted to bound the pending cancels", m.compactions.clone());
         *m.registry.lock().expect("registry lock") = registry;
         m
     }
@@ -128,6 +138,16 @@ impl Metrics {
                 histogram.observe((now_ms - ms).max(0) as f64 / 1000.0);
             }
         }
+    }
+
+    /// Records a count of the unmerged cancel rows.
+    pub fn cancels_pending(&self, count: u64) {
+        self.cancels_pending.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Records a compacted partition.
+    pub fn compacted(&self) {
+        self.compactions.inc();
     }
 
     /// Change events applied since start.

@@ -47,6 +47,10 @@ pub struct Object {
     pub refill: Vec<String>,
 }
 
+/// Orders per partition of `report_lines` (`PARTITION BY intDiv(order_id, 262144)`): about a million lines, the unit
+/// a compaction rewrites ([`crate::compact`]). Recent orders, where most changes land, share a partition.
+pub const REPORT_PARTITION_ORDERS: u64 = 262_144;
+
 /// The table that records applied migrations.
 pub const MIGRATIONS_TABLE: &str = "schema_migrations";
 
@@ -71,13 +75,29 @@ pub fn migrations(db: &str) -> Vec<Migration> {
     let mut second = Vec::new();
     for index in ["lines_by_order", "lines_by_product", "orders_by_user", "report_lines"] {
         // Emptied first: a crash during the fill leaves a partial table, and this migration then runs again.
-        second.push(table(db, index).expect("a table of the second schema"));
+        second.push(if index == "report_lines" {
+            report_lines(db, "report_lines", "")
+        } else {
+            table(db, index).expect("a table of the second schema")
+        });
         second.push(format!("TRUNCATE TABLE {db}.{index}"));
         second.push(refill(db, index).expect("a refill"));
     }
     second.push(format!("CREATE VIEW IF NOT EXISTS {db}.order_report_next AS {}", report::view_query(db)));
     second.push(format!("RENAME TABLE {db}.order_report TO {db}.order_report_legacy, {db}.order_report_next TO {db}.order_report"));
     second.push(format!("DROP TABLE IF EXISTS {db}.order_report_legacy"));
+    // report_lines partitioned by order id range, so that compaction rewrites a partition rather than the table:
+    // copied as it is (live rows and cancels), then swapped in. A crash after the swap leaves the old table under
+    // `report_lines_unpartitioned`, dropped first when this runs again (the copy then comes from the new table).
+    let partitioned = format!("PARTITION BY intDiv(order_id, {REPORT_PARTITION_ORDERS}) ");
+    let third = vec![
+        format!("DROP TABLE IF EXISTS {db}.report_lines_unpartitioned"),
+        report_lines(db, "report_lines_next", &partitioned),
+        format!("TRUNCATE TABLE {db}.report_lines_next"),
+        format!("INSERT INTO {db}.report_lines_next SELECT * FROM {db}.report_lines"),
+        format!("RENAME TABLE {db}.report_lines TO {db}.report_lines_unpartitioned, {db}.report_lines_next TO {db}.report_lines"),
+        format!("DROP TABLE IF EXISTS {db}.report_lines_unpartitioned"),
+    ];
     vec![
         // The schema before migrations existed (created by `CREATE ... IF NOT EXISTS` at every start): an existing
         // deployment records it without change.
@@ -87,6 +107,7 @@ pub fn migrations(db: &str) -> Vec<Migration> {
             name: "key indexes and report_lines filled from the entity tables; order_report reads report_lines",
             statements: second,
         },
+        Migration { version: 3, name: "report_lines partitioned by order id range, for compaction", statements: third },
     ]
 }
 
@@ -158,13 +179,19 @@ fn table(db: &str, name: &str) -> Option<String> {
         "lines_by_order" => index("order_id"),
         "lines_by_product" => index("product_id"),
         "orders_by_user" => index("user_id"),
-        "report_lines" => format!(
-            "CREATE TABLE IF NOT EXISTS {db}.report_lines ({}, version UInt64, writer UInt64, deleted UInt8, sign Int8) \
-             ENGINE = CollapsingMergeTree(sign) ORDER BY (order_id, line_id, version, writer)",
-            report::COLUMNS.iter().map(|(name, ty)| format!("{name} {ty}")).collect::<Vec<_>>().join(", ")
-        ),
+        "report_lines" => report_lines(db, "report_lines", &format!("PARTITION BY intDiv(order_id, {REPORT_PARTITION_ORDERS}) ")),
         _ => return None,
     })
+}
+
+/// `CREATE TABLE IF NOT EXISTS` of `report_lines` (under `name`), with `partition` (empty or a `PARTITION BY ...`
+/// clause and a space) before its ORDER BY.
+fn report_lines(db: &str, name: &str, partition: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {db}.{name} ({}, version UInt64, writer UInt64, deleted UInt8, sign Int8) \
+         ENGINE = CollapsingMergeTree(sign) {partition}ORDER BY (order_id, line_id, version, writer)",
+        report::COLUMNS.iter().map(|(name, ty)| format!("{name} {ty}")).collect::<Vec<_>>().join(", ")
+    )
 }
 
 /// The statement that fills a derived table from the entity tables, if it is one.
