@@ -140,7 +140,9 @@ async fn size(client: &clickhouse::Client, lines: u64, runs: usize) -> Result<()
     for object in cdc_views::schema::objects(&db) {
         if object.name != "report_lines" || !ingest {
             for sql in &object.refill {
-                fill += b.exec(sql).await?;
+                let began = Instant::now();
+                cdc_views::migrate::execute(&b.client, &db, sql).await.with_context(|| sql.clone())?;
+                fill += began.elapsed();
             }
         }
     }

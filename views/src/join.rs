@@ -23,7 +23,7 @@
 //!
 //! The work is proportional to the lines reached: a rename of a product referenced by 100,000 lines reads those
 //! lines, their orders and users, and writes 100,000 rows and 100,000 cancels. A truncate reaches every line
-//! ([`Keys::all`]); that rare case stays one server-side statement ([`report::recompute`]).
+//! ([`Keys::all`]); that rare case stays server-side ([`report::recompute_range`], one statement per range of lines).
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -379,14 +379,9 @@ impl Joiner<'_> {
     /// id first, then in rounds of [`CHUNK`] lines.
     pub async fn refresh(&self, keys: &Keys) -> Result<Refreshed, clickhouse::error::Error> {
         if keys.all {
-            // A truncate: every line, server-side.
-            self.client
-                .query(&report::recompute(self.db, keys))
-                .with_setting("max_query_size", "67108864")
-                .with_setting("min_insert_block_size_rows", "1000000000")
-                .with_setting("min_insert_block_size_bytes", "100000000000")
-                .execute()
-                .await?;
+            // A truncate: every line, server-side, one statement per range of line ids.
+            let db = self.db;
+            crate::migrate::per_line_range(self.client, db, |first, last| report::recompute_range(db, first, last)).await?;
             return Ok(Refreshed::default());
         }
         let lines: Vec<u64> = keys.lines.iter().copied().collect();

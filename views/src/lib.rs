@@ -5,9 +5,10 @@
 //! # Guarantees
 //!
 //! - **Exact under updates and deletes of any entity.** Entities are stored as versioned rows (version = the event's
-//!   source position, never the sink's clock); after each batch the joined rows it reaches are recomputed from them
-//!   server-side into `report_lines` ([`report`]), so a renamed product or a changed email shows in every joined row,
-//!   and `order_report` reads like a flat table ([`schema`]).
+//!   source position, never the sink's clock); after each batch the joined rows it reaches are computed from their
+//!   newest states, read by primary key, and written to `report_lines` with cancel rows for the rows they replace
+//!   ([`join`]), so a renamed product or a changed email shows in every joined row, and `order_report` reads like a
+//!   flat table ([`schema`]); [`compact`] keeps the cancels a read must subtract few.
 //! - **Schema by migrations.** [`migrate`] applies versioned migrations once each and recreates dropped tables.
 //! - **Exactly-once effect.** Kafka offsets are committed only after ClickHouse acknowledged the batch
 //!   ([`runtime`]); redelivered and replayed events carry the same versions and change nothing; events arriving out

@@ -14,6 +14,7 @@
 use clickhouse::Client;
 
 use crate::cluster::{self, Cluster};
+use crate::report;
 
 use crate::schema::{self, migrations_table, MIGRATIONS_TABLE};
 
@@ -31,7 +32,36 @@ async fn run(client: &Client, db: &str, cluster: Option<&Cluster>, statements: V
     let statements =
         cluster::for_servers(cluster, statements, db).map_err(|e| clickhouse::error::Error::Custom(e.to_string()))?;
     for statement in &statements {
-        client.query(statement).execute().await?;
+        execute(client, db, statement).await?;
+    }
+    Ok(())
+}
+
+/// Runs one statement of the schema; the fill of `report_lines` ([`report::fill`]) runs as one statement per range
+/// of line ids ([`report::fill_range`]), which bounds its memory.
+pub async fn execute(client: &Client, db: &str, statement: &str) -> Result<(), clickhouse::error::Error> {
+    if statement == report::fill(db) {
+        return per_line_range(client, db, |first, last| report::fill_range(db, first, last)).await;
+    }
+    client.query(statement).execute().await
+}
+
+/// Runs `statement(first, last)` for each range of line ids of `lines_state` ([`report::ranges`]).
+pub async fn per_line_range(client: &Client, db: &str, statement: impl Fn(u64, u64) -> String) -> Result<(), clickhouse::error::Error> {
+    let (count, min, max) =
+        client.query(&format!("SELECT count(), min(id), max(id) FROM {db}.lines_state")).fetch_one::<(u64, u64, u64)>().await?;
+    if count == 0 {
+        return Ok(());
+    }
+    for (first, last) in report::ranges(min, max) {
+        // One part per statement: readers see a line's new row and its cancels together.
+        client
+            .query(&statement(first, last))
+            .with_setting("max_query_size", "67108864")
+            .with_setting("min_insert_block_size_rows", "1000000000")
+            .with_setting("min_insert_block_size_bytes", "100000000000")
+            .execute()
+            .await?;
     }
     Ok(())
 }

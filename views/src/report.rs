@@ -1,6 +1,7 @@
 //! `report_lines`, the joined rows behind `order_report`: its columns, the view's query, which keys a batch
 //! changed, and the server-side statements (`INSERT ... SELECT`) that fill it ([`fill`]: migrations, a dropped
-//! table) and recompute every line after a truncate ([`recompute`]). No I/O. The view service's per-batch path
+//! table) and recompute every line after a truncate ([`recompute`]), each run in ranges of [`RANGE_LINES`] lines
+//! to bound its memory. No I/O. The view service's per-batch path
 //! computes the same rows in the service from point reads ([`crate::join`]); both follow the rules below.
 //!
 //! [`recompute`] builds,
@@ -201,8 +202,38 @@ fn joined(db: &str, lines: &str) -> String {
     )
 }
 
-/// Fills an empty `report_lines` with every line's joined row (migrations, and a dropped table).
+/// Lines per statement when every line is filled or recomputed server-side ([`fill_range`], [`recompute_range`]):
+/// the joins of one statement hold the states of its lines and their orders, users and products in memory, and one
+/// statement over 10,000,000 lines needed more than 4 GB on ClickHouse 18.16.
+pub const RANGE_LINES: u64 = 1_000_000;
+
+/// Fills an empty `report_lines` with every line's joined row (migrations, and a dropped table). The view service
+/// runs it as one [`fill_range`] per [`RANGE_LINES`] line ids (`migrate`); as written it is the whole table at once.
 pub fn fill(db: &str) -> String {
+    fill_where(db, "1")
+}
+
+/// [`fill`] of the lines with ids `first..=last`.
+pub fn fill_range(db: &str, first: u64, last: u64) -> String {
+    fill_where(db, &format!("id BETWEEN {first} AND {last}"))
+}
+
+/// The id ranges of at most [`RANGE_LINES`] ids each that cover `min..=max` (the ids `lines_state` holds).
+pub fn ranges(min: u64, max: u64) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut first = min;
+    while first <= max {
+        let last = first.saturating_add(RANGE_LINES - 1).min(max);
+        out.push((first, last));
+        if last == u64::MAX {
+            break;
+        }
+        first = last + 1;
+    }
+    out
+}
+
+fn fill_where(db: &str, lines: &str) -> String {
     let columns: Vec<&str> = COLUMNS.iter().map(|(name, _)| *name).collect();
     let select: Vec<&str> =
         columns.iter().map(|c| if *c == "order_id" { "new_order_id AS order_id" } else { c }).collect();
@@ -211,14 +242,22 @@ pub fn fill(db: &str) -> String {
          FROM ({}) AS n",
         columns.join(", "),
         select.join(", "),
-        joined(db, "1")
+        joined(db, lines)
     )
 }
 
 /// The one INSERT that brings the lines `keys` reach up to date in `report_lines` (see the module doc).
 pub fn recompute(db: &str, keys: &Keys) -> String {
-    let lines = keys.reach(db, "id");
-    let line_ids = keys.reach(db, "line_id");
+    recompute_where(db, &keys.reach(db, "id"), &keys.reach(db, "line_id"))
+}
+
+/// [`recompute`] of every line with an id in `first..=last` (a truncate reaches every line: one statement per
+/// [`RANGE_LINES`] ids).
+pub fn recompute_range(db: &str, first: u64, last: u64) -> String {
+    recompute_where(db, &format!("id BETWEEN {first} AND {last}"), &format!("line_id BETWEEN {first} AND {last}"))
+}
+
+fn recompute_where(db: &str, lines: &str, line_ids: &str) -> String {
     // The live rows of those lines: every order they were ever in narrows the read by primary key.
     let orders = format!("order_id IN (SELECT order_id FROM {db}.lines_state WHERE {lines}) AND {line_ids}");
     let live = format!(
@@ -243,7 +282,7 @@ pub fn recompute(db: &str, keys: &Keys) -> String {
          ) AS nvr ARRAY JOIN rows AS r \
          WHERE new_version >= 0 AND newest_live >= 0 AND new_order_id + length(live) >= 0",
         column_list(),
-        joined(db, &lines),
+        joined(db, lines),
     )
     // The WHERE above is always true: ClickHouse 18.16 drops a subquery's columns that the outer query names only
     // inside a lambda (`Unknown identifier`), and naming them here keeps them.
@@ -282,6 +321,25 @@ mod tests {
         for (keys, want) in cases {
             assert_eq!(keys.reach("r", "id"), want, "{keys:?}");
         }
+    }
+
+    #[test]
+    fn ranges_cover_the_ids_in_parts_of_at_most_range_lines() {
+        let r = RANGE_LINES;
+        type Case = (u64, u64, Vec<(u64, u64)>);
+        let cases: Vec<Case> = vec![
+            (1, 1, vec![(1, 1)]),
+            (1, r, vec![(1, r)]),
+            (1, r + 1, vec![(1, r), (r + 1, r + 1)]),
+            (5, 2 * r + 10, vec![(5, r + 4), (r + 5, 2 * r + 4), (2 * r + 5, 2 * r + 10)]),
+            (u64::MAX - 1, u64::MAX, vec![(u64::MAX - 1, u64::MAX)]),
+            (2, 1, vec![]),
+        ];
+        for (min, max, want) in cases {
+            assert_eq!(ranges(min, max), want, "{min}..={max}");
+        }
+        assert!(fill_range("r", 3, 9).contains("WHERE id BETWEEN 3 AND 9 GROUP BY id"));
+        assert!(recompute_range("r", 3, 9).contains("line_id BETWEEN 3 AND 9"));
     }
 
     #[test]
