@@ -237,6 +237,85 @@ fn list(ids: impl IntoIterator<Item = u64>) -> String {
     s
 }
 
+/// The point reads of [`Joiner`], as statements: pure, so that tests can run them on other ClickHouse versions. Each
+/// result is read by position (RowBinary), in the order of the fields of its row type.
+pub mod sql {
+    use std::collections::BTreeSet;
+    use std::fmt::Write as _;
+
+    use super::list;
+    use crate::report::Keys;
+
+    /// The newest states ([`super::LineState`]) of the lines `lines` names and of the lines of `orders` (through
+    /// `lines_by_order`, as a subquery).
+    pub fn line_states(db: &str, lines: &[u64], orders: &BTreeSet<u64>) -> String {
+        let mut filter = format!("id IN ({})", list(lines.iter().copied()));
+        if !orders.is_empty() {
+            let _ = write!(filter, " OR id IN (SELECT id FROM {db}.lines_by_order WHERE order_id IN ({}))", list(orders.iter().copied()));
+        }
+        format!(
+            "SELECT id, argMax(order_id, version), argMax(product_id, version), argMax(quantity, version), \
+             argMax(unit_price, version), argMax(deleted, version), max(version), groupUniqArray(order_id) \
+             FROM {db}.lines_state WHERE {filter} GROUP BY id"
+        )
+    }
+
+    /// The reads of the ids (one `UInt64` column) of the lines `keys` reach through their users and products: one
+    /// per kind of key present, none without users and products.
+    pub fn reached_far(db: &str, keys: &Keys) -> Vec<String> {
+        let mut queries = Vec::new();
+        if !keys.users.is_empty() {
+            queries.push(format!(
+                "SELECT id FROM {db}.lines_by_order WHERE order_id IN (SELECT id FROM {db}.orders_by_user WHERE user_id IN ({}))",
+                list(keys.users.iter().copied())
+            ));
+        }
+        if !keys.products.is_empty() {
+            queries.push(format!("SELECT id FROM {db}.lines_by_product WHERE product_id IN ({})", list(keys.products.iter().copied())));
+        }
+        queries
+    }
+
+    /// The newest states ([`super::UserState`]) of every user `orders` ever had: a superset of their newest ones,
+    /// which the join picks.
+    pub fn users(db: &str, orders: &BTreeSet<u64>) -> String {
+        format!(
+            "SELECT id, argMax(email, version), argMax(name, version), argMax(country, version), \
+             argMax(has_country, version), argMax(deleted, version), max(version) FROM {db}.users_state \
+             WHERE id IN (SELECT user_id FROM {db}.orders_state WHERE id IN ({})) GROUP BY id",
+            list(orders.iter().copied())
+        )
+    }
+
+    /// The newest states ([`super::OrderState`]) of `orders`.
+    pub fn orders(db: &str, orders: &BTreeSet<u64>) -> String {
+        format!(
+            "SELECT id, argMax(user_id, version), argMax(status, version), argMax(created_at, version), \
+             argMax(deleted, version), max(version) FROM {db}.orders_state WHERE id IN ({}) GROUP BY id",
+            list(orders.iter().copied())
+        )
+    }
+
+    /// The newest states ([`super::ProductState`]) of `products`.
+    pub fn products(db: &str, products: &BTreeSet<u64>) -> String {
+        format!(
+            "SELECT id, argMax(sku, version), argMax(name, version), argMax(category, version), \
+             argMax(deleted, version), max(version) FROM {db}.products_state WHERE id IN ({}) GROUP BY id",
+            list(products.iter().copied())
+        )
+    }
+
+    /// The live rows ([`super::Live`]) of `lines` in `report_lines` (`orders`: every order they were ever in).
+    pub fn live(db: &str, orders: &BTreeSet<u64>, lines: impl IntoIterator<Item = u64>) -> String {
+        format!(
+            "SELECT order_id, line_id, version, writer, toInt64(sum(sign)) AS copies FROM {db}.report_lines \
+             WHERE order_id IN ({}) AND line_id IN ({}) GROUP BY order_id, line_id, version, writer HAVING copies > 0",
+            list(orders.iter().copied()),
+            list(lines)
+        )
+    }
+}
+
 /// Reads and writes of one database.
 pub struct Joiner<'a> {
     pub client: &'a Client,
@@ -278,33 +357,13 @@ impl Joiner<'_> {
     /// The newest states of the lines `lines` names and of the lines of `orders` (through `lines_by_order`): one
     /// read, the key index as a subquery.
     async fn line_states(&self, lines: &[u64], orders: &BTreeSet<u64>) -> Result<Vec<LineState>, clickhouse::error::Error> {
-        let db = self.db;
-        let mut filter = format!("id IN ({})", list(lines.iter().copied()));
-        if !orders.is_empty() {
-            let _ = write!(filter, " OR id IN (SELECT id FROM {db}.lines_by_order WHERE order_id IN ({}))", list(orders.iter().copied()));
-        }
-        self.fetch(format!(
-            "SELECT id, argMax(order_id, version), argMax(product_id, version), argMax(quantity, version), \
-             argMax(unit_price, version), argMax(deleted, version), max(version), groupUniqArray(order_id) \
-             FROM {db}.lines_state WHERE {filter} GROUP BY id"
-        ))
-        .await
+        self.fetch(sql::line_states(self.db, lines, orders)).await
     }
 
     /// The ids of the lines `keys` reach through their users and products: any number of lines (a product may be
     /// in millions), so ids only, read in chunks afterwards.
     async fn reached_far(&self, keys: &Keys) -> Result<BTreeSet<u64>, clickhouse::error::Error> {
-        let db = self.db;
-        let mut queries = Vec::new();
-        if !keys.users.is_empty() {
-            queries.push(format!(
-                "SELECT id FROM {db}.lines_by_order WHERE order_id IN (SELECT id FROM {db}.orders_by_user WHERE user_id IN ({}))",
-                list(keys.users.iter().copied())
-            ));
-        }
-        if !keys.products.is_empty() {
-            queries.push(format!("SELECT id FROM {db}.lines_by_product WHERE product_id IN ({})", list(keys.products.iter().copied())));
-        }
+        let queries = sql::reached_far(self.db, keys);
         let mut lines = BTreeSet::new();
         for ids in futures_util::future::try_join_all(queries.into_iter().map(|q| self.fetch::<u64>(q))).await? {
             lines.extend(ids);
@@ -320,23 +379,9 @@ impl Joiner<'_> {
         let products: BTreeSet<u64> = lines.iter().map(|l| l.product_id).collect();
         let every_order: BTreeSet<u64> = lines.iter().flat_map(|l| l.orders.iter().copied()).collect();
         let (users, orders, products, live) = tokio::try_join!(
-            // Every user the orders ever had: a superset of their newest ones, which the join picks.
-            self.fetch::<UserState>(format!(
-                "SELECT id, argMax(email, version), argMax(name, version), argMax(country, version), \
-                 argMax(has_country, version), argMax(deleted, version), max(version) FROM {db}.users_state \
-                 WHERE id IN (SELECT user_id FROM {db}.orders_state WHERE id IN ({})) GROUP BY id",
-                list(orders.iter().copied())
-            )),
-            self.fetch::<OrderState>(format!(
-                "SELECT id, argMax(user_id, version), argMax(status, version), argMax(created_at, version), \
-                 argMax(deleted, version), max(version) FROM {db}.orders_state WHERE id IN ({}) GROUP BY id",
-                list(orders.iter().copied())
-            )),
-            self.fetch::<ProductState>(format!(
-                "SELECT id, argMax(sku, version), argMax(name, version), argMax(category, version), \
-                 argMax(deleted, version), max(version) FROM {db}.products_state WHERE id IN ({}) GROUP BY id",
-                list(products)
-            )),
+            self.fetch::<UserState>(sql::users(db, &orders)),
+            self.fetch::<OrderState>(sql::orders(db, &orders)),
+            self.fetch::<ProductState>(sql::products(db, &products)),
             self.live(&every_order, lines.iter().map(|l| l.id)),
         )?;
         Ok(States {
@@ -350,14 +395,7 @@ impl Joiner<'_> {
 
     /// The live rows of `lines` (`orders`: every order they were ever in).
     async fn live(&self, orders: &BTreeSet<u64>, lines: impl IntoIterator<Item = u64>) -> Result<Vec<Live>, clickhouse::error::Error> {
-        self.fetch::<Live>(format!(
-            "SELECT order_id, line_id, version, writer, toInt64(sum(sign)) AS copies FROM {}.report_lines \
-             WHERE order_id IN ({}) AND line_id IN ({}) GROUP BY order_id, line_id, version, writer HAVING copies > 0",
-            self.db,
-            list(orders.iter().copied()),
-            list(lines)
-        ))
-        .await
+        self.fetch::<Live>(sql::live(self.db, orders, lines)).await
     }
 
     /// Writes `rows` in one INSERT.
@@ -437,6 +475,26 @@ mod tests {
     fn an_empty_id_list_is_a_subquery_without_rows() {
         assert_eq!(list([3, 1]), "3,1");
         assert_eq!(list([]), "SELECT toUInt64(0) WHERE 0");
+    }
+
+    #[test]
+    fn point_reads_name_their_keys() {
+        let orders: BTreeSet<u64> = [4, 2].into();
+        assert_eq!(
+            sql::line_states("r", &[7], &orders),
+            "SELECT id, argMax(order_id, version), argMax(product_id, version), argMax(quantity, version), \
+             argMax(unit_price, version), argMax(deleted, version), max(version), groupUniqArray(order_id) \
+             FROM r.lines_state WHERE id IN (7) OR id IN (SELECT id FROM r.lines_by_order WHERE order_id IN (2,4)) GROUP BY id"
+        );
+        assert!(sql::line_states("r", &[7], &BTreeSet::new()).ends_with("WHERE id IN (7) GROUP BY id"));
+        assert_eq!(
+            sql::live("r", &orders, [7, 8]),
+            "SELECT order_id, line_id, version, writer, toInt64(sum(sign)) AS copies FROM r.report_lines \
+             WHERE order_id IN (2,4) AND line_id IN (7,8) GROUP BY order_id, line_id, version, writer HAVING copies > 0"
+        );
+        let keys = Keys { products: [3].into(), ..Keys::default() };
+        assert_eq!(sql::reached_far("r", &keys), ["SELECT id FROM r.lines_by_product WHERE product_id IN (3)"]);
+        assert!(sql::reached_far("r", &Keys::default()).is_empty());
     }
 
     fn line(id: u64, order_id: u64, version: u64) -> LineState {
