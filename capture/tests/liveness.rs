@@ -260,7 +260,7 @@ async fn frozen(cmd: &StackCommand, home: &Path) -> Result<()> {
     all_streaming(&capture, &["users", "catalog"]).await?;
     // Each source has published a heartbeat since (the first one reads the broker's watermarks): the broker is
     // frozen below while the sources stream normally.
-    let mut beats = TopicReader::new(brokers, &[&format!("{}.heartbeats", capture.prefix)])?;
+    let mut beats = TopicReader::new(brokers, &[&cdc_contract::heartbeat_topic(&capture.prefix)])?;
     beats
         .read_until(DEADLINE, |messages| {
             ["users", "catalog"].iter().all(|source| {

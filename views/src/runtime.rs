@@ -385,7 +385,8 @@ pub async fn run(settings: Settings, store: ClickHouseViewStore, metrics: Arc<Me
     tracing::info!(topics = ?topics, group = %c.group, assignment = ?c.assignment, "consuming");
     metrics.set_healthy(None);
     let committed: Arc<Mutex<HashMap<(String, i32), i64>>> = Arc::default();
-    let lag = tokio::spawn(partitions_monitor(consumer.clone(), topics, group, committed.clone(), metrics.clone(), shutdown.clone()));
+    let heartbeats = t.heartbeats.clone();
+    let lag = tokio::spawn(partitions_monitor(consumer.clone(), topics, heartbeats, group, committed.clone(), metrics.clone(), shutdown.clone()));
     let result = consume(&settings, &store, &metrics, &consumer, &entities, &committed, (handoff, revokes), &shutdown).await;
     if let Err(e) = &result {
         tracing::error!(error = %e, "consuming stopped");
@@ -411,6 +412,7 @@ pub async fn run(settings: Settings, store: ClickHouseViewStore, metrics: Arc<Me
 async fn partitions_monitor(
     consumer: Arc<Kafka>,
     topics: Vec<String>,
+    heartbeats: String,
     group: bool,
     committed: Arc<Mutex<HashMap<(String, i32), i64>>>,
     metrics: Arc<Metrics>,
@@ -420,6 +422,7 @@ async fn partitions_monitor(
     let mut all_found = false;
     for round in 0u64.. {
         let (consumer, metrics, topics, assigned) = (consumer.clone(), metrics.clone(), topics.clone(), assigned.clone());
+        let heartbeats = heartbeats.clone();
         // Metadata requests share the broker connection with the fetches and cost the broker time (the local one
         // takes ~60 ms for a topic it does not have): while a topic is missing, every second during the first 30 s,
         // then every 5 s (the first events of a table created later wait up to that long); once every topic exists,
@@ -428,7 +431,7 @@ async fn partitions_monitor(
         let committed = committed.clone();
         let found = tokio::task::spawn_blocking(move || {
             let timeout = Duration::from_secs(2);
-            let found = discover.then(|| discover_partitions(&consumer, &topics, &metrics, &assigned, !group, timeout));
+            let found = discover.then(|| discover_partitions(&consumer, &topics, &heartbeats, &metrics, &assigned, !group, timeout));
             if group {
                 let known = assigned.lock().expect("assigned lock").iter().cloned().collect();
                 let offsets = crate::group::read_group_offsets(&*consumer, &known, &metrics, timeout);
@@ -455,9 +458,11 @@ async fn partitions_monitor(
 
 /// Assigns the partitions of `topics` not yet assigned (blocking: broker round trips); returns whether every topic
 /// exists (and so was assigned). Without `assign`, only notes them in `assigned` (the group assigns them).
+/// `heartbeats` (the heartbeat topic) is left out of the existing topics noted for /lag.
 fn discover_partitions(
     consumer: &Kafka,
     topics: &[String],
+    heartbeats: &str,
     metrics: &Metrics,
     assigned: &Mutex<std::collections::HashSet<(String, i32)>>,
     assign: bool,
@@ -482,7 +487,7 @@ fn discover_partitions(
     }
     let all = existing.len() == topics.len();
     // Only the change topics matter for /lag.
-    existing.retain(|t| !t.ends_with(".heartbeats"));
+    existing.retain(|t| t != heartbeats);
     metrics.set_existing_topics(existing);
     if new.count() == 0 {
         return all;
