@@ -323,10 +323,6 @@ impl ClickHouseViewStore {
     }
 }
 
-fn cdc_now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
 /// Consumes the four topics and applies them until `shutdown`.
 pub async fn run(settings: Settings, store: ClickHouseViewStore, metrics: Arc<Metrics>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let c = &settings.config;
@@ -646,7 +642,7 @@ async fn write_batch(
         before_service_ms = batch.oldest_message_ms.zip(batch.first_received).map(|(t, (_, wall))| wall - t),
         "batch applied"
     );
-    Some(batch.freshness(cdc_now_ms()))
+    Some(batch.freshness(cdc_common::now_ms()))
 }
 
 /// Least time between two writes of `freshness_log` rows: it tells analysts how fresh the report is, to the second,
@@ -802,7 +798,7 @@ async fn consume(
                         if let Some(ts) = message.timestamp().to_millis() {
                             batch.oldest_message_ms = Some(batch.oldest_message_ms.map_or(ts, |o| o.min(ts)));
                         }
-                        batch.first_received.get_or_insert_with(|| (Instant::now(), cdc_now_ms()));
+                        batch.first_received.get_or_insert_with(|| (Instant::now(), cdc_common::now_ms()));
                         // Tombstones carry no payload: the delete came before them.
                         if let (Some(payload), Some(&entity)) = (message.payload(), entities.get(message.topic())) {
                             batch.add(entity, message.topic(), message.partition(), message.offset(), payload);
