@@ -26,6 +26,7 @@ use crate::checkpoint::{CheckpointStore, FileCheckpointStore};
 use crate::control::{Control, ControlError, Pause};
 use crate::metrics::{Metrics, SourceState};
 use crate::skip::{self, Audit, Target};
+pub use crate::skip::Skipped;
 use crate::transform::now_ms;
 
 /// What the endpoints need.
@@ -129,24 +130,6 @@ pub struct SkipRequest {
     pub reason: String,
 }
 
-/// The answer of skip.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Skipped {
-    /// The checkpoint's position before.
-    pub from: String,
-    /// Its position now.
-    pub to: String,
-    /// The GTID set at `to`.
-    pub gtid_set: String,
-    /// Change events in the skipped range.
-    pub skipped_rows: u64,
-    /// Events of the range the capture could not decode, with why.
-    pub undecodable: Vec<String>,
-    /// The command that prints the skipped range.
-    pub replay: String,
-}
-
 /// A refused request.
 #[derive(Debug)]
 struct ApiError(StatusCode, String);
@@ -225,20 +208,11 @@ async fn skip_to(State(api): State<Api>, Path(name): Path<String>, body: Result<
         .load()
         .map_err(|e| refused(checkpoint(&name, e)))?
         .ok_or_else(|| ApiError(StatusCode::CONFLICT, format!("source {name} has no checkpoint yet: nothing to skip")))?;
-    let plan = skip::plan(&settings, source, &from, &target).await.map_err(refused)?;
     let config = api.control.config_path.as_ref().map_or_else(|| "<capture.toml>".to_owned(), |p| p.display().to_string());
-    let replay = skip::replay_command(&config, &name, &plan);
     let audit = Audit { actor: request.actor, reason: request.reason };
-    skip::apply(&settings, &name, &plan, &audit, &replay).map_err(refused)?;
+    let skipped = skip::plan_and_apply(&settings, source, &from, &target, &config, &audit).await.map_err(refused)?;
     api.control.restart(&name)?;
-    Ok(Json(Skipped {
-        from: plan.from.position.to_string(),
-        to: plan.to.position.to_string(),
-        gtid_set: plan.to.gtid_set.to_string(),
-        skipped_rows: plan.totals.rows,
-        undecodable: plan.undecodable,
-        replay,
-    }))
+    Ok(Json(skipped))
 }
 
 fn checkpoint(name: &str, error: crate::checkpoint::CheckpointError) -> crate::error::CaptureError {

@@ -350,18 +350,8 @@ async fn skip(config: Option<&Path>, args: SkipArgs) -> Result<u8> {
             let source = settings.sources.iter().find(|s| s.name == args.source).expect("checked above");
             let store = FileCheckpointStore::new(&settings.state_dir, &source.name)?;
             let from = store.load()?.with_context(|| format!("source {} has no checkpoint yet: nothing to skip", source.name))?;
-            let plan = skip::plan(&settings, source, &from, &target).await?;
             let config = config.map_or_else(|| "<capture.toml>".to_owned(), absolute);
-            let replay = skip::replay_command(&config, &source.name, &plan);
-            skip::apply(&settings, &source.name, &plan, &Audit { actor, reason: args.reason }, &replay)?;
-            Skipped {
-                from: plan.from.position.to_string(),
-                to: plan.to.position.to_string(),
-                gtid_set: plan.to.gtid_set.to_string(),
-                skipped_rows: plan.totals.rows,
-                undecodable: plan.undecodable,
-                replay,
-            }
+            skip::plan_and_apply(&settings, source, &from, &target, &config, &Audit { actor, reason: args.reason }).await?
         }
         Err(e) => return Err(e),
     };

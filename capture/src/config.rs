@@ -3,7 +3,6 @@
 //! at the crate root shows them all.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,6 +10,8 @@ use std::time::Duration;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
+
+pub use cdc_common::Secret;
 
 /// The configuration file as written by the user.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -181,29 +182,6 @@ impl Default for Config {
 
 /// librdkafka's default `message.max.bytes`.
 pub const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
-
-/// A secret string whose `Debug` and `Display` do not show it.
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// A secret.
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// The secret itself.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(..)")
-    }
-}
 
 /// A configuration that cannot be used, with what to change.
 #[derive(Debug, thiserror::Error)]
@@ -578,11 +556,5 @@ mod tests {
         assert_eq!(config.retention_warning, Duration::from_secs(30 * 86_400));
         assert_eq!(config.checkpoint_interval, Duration::from_millis(1500));
         assert_eq!(Config::default().retention_warning, Duration::from_secs(3600));
-    }
-
-    #[test]
-    fn secrets_do_not_print() {
-        let s = Secret::new("mysql://u:hunter2@h/db");
-        assert!(!format!("{s:?}").contains("hunter2"));
     }
 }

@@ -54,7 +54,7 @@
 //! wired per source by [`pipeline`]; [`http`] serves [`metrics`] and health.
 
 pub mod api;
-pub mod backoff;
+pub use cdc_common::backoff;
 pub mod checkpoint;
 pub mod checks;
 pub mod cli;

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::checkpoint::{Checkpoint, CheckpointStore, FileCheckpointStore};
 use crate::checks::{self, Flavor, ServerInfo};
 use crate::config::{Settings, SnapshotMode, SourceSettings};
@@ -38,7 +39,7 @@ pub async fn run_source(
     shutdown: CancellationToken,
     mut paused: tokio::sync::watch::Receiver<Option<crate::control::Pause>>,
 ) -> Result<(), CaptureError> {
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
     loop {
         let pause = paused.borrow_and_update().clone();
         if let Some(pause) = pause {
@@ -80,15 +81,15 @@ pub async fn run_source(
             }
             Err(e) if e.is_transient() => {
                 if started.elapsed() > Duration::from_secs(60) {
-                    backoff = Duration::from_millis(250);
+                    backoff.reset();
                 }
-                tracing::warn!(source = %source.name, error = %e, retry_in = ?backoff, "transient error; resuming from the checkpoint");
+                let delay = backoff.next_delay();
+                tracing::warn!(source = %source.name, error = %e, retry_in = ?delay, "transient error; resuming from the checkpoint");
                 metrics.set_state(SourceState::Retrying(e.to_string()));
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(delay) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
             Err(e) => {
                 metrics.set_state(SourceState::Failed(e.to_string()));

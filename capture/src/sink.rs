@@ -39,7 +39,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use cdc_contract::{Heartbeat, NextOffsets};
+use cdc_contract::{heartbeat_topic, Heartbeat, NextOffsets};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use tokio::sync::Notify;
@@ -49,7 +49,6 @@ use crate::config::{OversizedRecords, Settings, TableFilter};
 use crate::error::{classify_kafka, CaptureError};
 use crate::metrics::SourceMetrics;
 use crate::oversized;
-use crate::stream::heartbeat_topic;
 use crate::timeouts::BROKER_REQUEST;
 use crate::transform::{now_ms, Record, Route};
 

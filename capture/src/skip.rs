@@ -166,6 +166,49 @@ async fn read_to(
     }))
 }
 
+/// The answer of skip.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Skipped {
+    /// The checkpoint's position before.
+    pub from: String,
+    /// Its position now.
+    pub to: String,
+    /// The GTID set at `to`.
+    pub gtid_set: String,
+    /// Change events in the skipped range.
+    pub skipped_rows: u64,
+    /// Events of the range the capture could not decode, with why.
+    pub undecodable: Vec<String>,
+    /// The command that prints the skipped range.
+    pub replay: String,
+}
+
+/// Plans the skip of `source` from its checkpoint `from` to `target` and applies it: the one path of
+/// `POST /sources/{name}/skip` and of `capture skip` while no capture runs. `config` is the configuration file
+/// named in the replay command of the answer. The caller holds the state_dir and the source is stopped (see
+/// [`apply`]).
+pub async fn plan_and_apply(
+    settings: &Settings,
+    source: &SourceSettings,
+    from: &Checkpoint,
+    target: &Target,
+    config: &str,
+    audit: &Audit,
+) -> Result<Skipped, CaptureError> {
+    let skip = plan(settings, source, from, target).await?;
+    let replay = replay_command(config, &source.name, &skip);
+    apply(settings, &source.name, &skip, audit, &replay)?;
+    Ok(Skipped {
+        from: skip.from.position.to_string(),
+        to: skip.to.position.to_string(),
+        gtid_set: skip.to.gtid_set.to_string(),
+        skipped_rows: skip.totals.rows,
+        undecodable: skip.undecodable,
+        replay,
+    })
+}
+
 /// Who skips and why.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Audit {

@@ -37,11 +37,6 @@ use crate::sink::{Batch, BeatAt};
 use crate::{schema, timeouts};
 use crate::transform::{now_ms, Record, TransformError, Transformer};
 
-/// The heartbeat topic of a prefix.
-pub fn heartbeat_topic(prefix: &str) -> String {
-    format!("{prefix}.heartbeats")
-}
-
 /// Streams from `start` until cancelled or an error.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(

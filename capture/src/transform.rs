@@ -48,6 +48,7 @@ mod events;
 mod schemas;
 mod statements;
 
+pub use cdc_common::now_ms;
 pub use emit::key_of;
 pub use error::TransformError;
 use emit::{source, Buffers, Emitter, Order};
@@ -593,14 +594,6 @@ impl Txn {
 /// The file name of a fake ROTATE read before checksums were known: drop the 4 trailing checksum bytes.
 fn clean_file_name(raw: &[u8]) -> String {
     String::from_utf8_lossy(&raw[..raw.len() - 4]).into_owned()
-}
-
-/// Milliseconds since the epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -390,7 +390,7 @@ async fn idle_sources_send_heartbeats_advance_positions_and_keep_lag_small() -> 
     .await?;
     // While idle: heartbeats every 500 ms carrying the position, and a lag that stays near zero.
     let mut reader =
-        cdc_tests::TopicReader::new(cdc_tests::stack().var("KAFKA_BROKERS"), &[&format!("{}.heartbeats", capture.prefix)])?;
+        cdc_tests::TopicReader::new(cdc_tests::stack().var("KAFKA_BROKERS"), &[&cdc_contract::heartbeat_topic(&capture.prefix)])?;
     reader.read_until(DEADLINE, |m| m.len() >= 4).await?;
     let beats: Vec<&Value> = reader.events();
     assert!(beats.iter().all(|b| b["source"] == "src" && b["pos"].as_u64().is_some()), "{beats:?}");

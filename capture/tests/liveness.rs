@@ -255,12 +255,12 @@ async fn frozen(cmd: &StackCommand, home: &Path) -> Result<()> {
     assert!(took < Duration::from_secs(10), "exit within 10 s of SIGTERM, took {took:?}:\n{}", capture.output());
     assert_eq!(status.code(), Some(0), "{}", capture.output());
     signal(home, "mysql-users", "CONT")?;
-    let restarted_ms = cdc_capture::transform::now_ms();
+    let restarted_ms = cdc_common::now_ms();
     capture.restart()?;
     all_streaming(&capture, &["users", "catalog"]).await?;
     // Each source has published a heartbeat since (the first one reads the broker's watermarks): the broker is
     // frozen below while the sources stream normally.
-    let mut beats = TopicReader::new(brokers, &[&format!("{}.heartbeats", capture.prefix)])?;
+    let mut beats = TopicReader::new(brokers, &[&cdc_contract::heartbeat_topic(&capture.prefix)])?;
     beats
         .read_until(DEADLINE, |messages| {
             ["users", "catalog"].iter().all(|source| {

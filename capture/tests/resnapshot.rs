@@ -240,7 +240,7 @@ async fn a_sigkill_in_the_middle_of_a_resnapshot_resumes_after_the_last_acknowle
     let last_key = saved["last_key"][0].as_u64().context("a last key in the saved progress")?;
     ensure!(last_key < 20_000, "killed before the end: {saved}");
     println!("killed with progress {saved}");
-    let restarted_ms = cdc_contract_now_ms();
+    let restarted_ms = cdc_common::now_ms();
     capture.restart()?;
     let status = wait_done(&capture).await?;
     stop.store(true, Ordering::SeqCst);
@@ -261,10 +261,6 @@ async fn a_sigkill_in_the_middle_of_a_resnapshot_resumes_after_the_last_acknowle
     println!("after the restart: {} reads, final status {status}", after_restart.len());
     drop(capture);
     db.drop_db().await
-}
-
-fn cdc_contract_now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// `--where` reads only matching rows.

@@ -238,7 +238,7 @@ async fn memory_scenario(
     // before the broker stops.
     admin.get_conn().await?.query_drop("INSERT INTO memtest.blobs VALUES (0, 'first')").await?;
     let topic = format!("{prefix}.memtest.blobs");
-    let heartbeats = format!("{prefix}.heartbeats");
+    let heartbeats = cdc_contract::heartbeat_topic(&prefix);
     let mut reader = TopicReader::new(brokers, &[&topic, &heartbeats])?;
     reader
         .read_until(DEADLINE, |m| {

@@ -11,6 +11,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// The topic of the heartbeats of every source under `prefix`: `<prefix>.heartbeats`.
+pub fn heartbeat_topic(prefix: &str) -> String {
+    format!("{prefix}.heartbeats")
+}
+
 /// A source's watermark.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
@@ -89,6 +94,11 @@ impl Heartbeat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_heartbeat_topic_is_the_prefix_and_heartbeats() {
+        assert_eq!(heartbeat_topic("shop"), "shop.heartbeats");
+    }
 
     #[test]
     fn positions_order_by_file_number_then_offset() {

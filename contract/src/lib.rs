@@ -5,7 +5,7 @@
 //!   `ts_ms`, `transaction`), and [`Row`]/[`Value`], the column values inside it;
 //! - [`Op`], the operation, mapped to `c`/`u`/`d`/`r`/`t` only in this module;
 //! - [`TableId`] and [`topic_name`], the one function that names topics;
-//! - [`Heartbeat`], a source's watermark in `<prefix>.heartbeats`, and [`position_order`];
+//! - [`Heartbeat`], a source's watermark in [`heartbeat_topic`] (`<prefix>.heartbeats`), and [`position_order`];
 //! - [`SourceOrder`], a total order of positions within one source, which consumers use as a row version;
 //! - [`ChangeEventRef`] and the [`json`] writers: the envelope encoded straight into a reused buffer from borrowed
 //!   parts, byte for byte what serde_json writes for the owned types (producers use it; consumers deserialize).
@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 pub mod heartbeat;
 pub mod json;
 
-pub use heartbeat::{position_order, Heartbeat, NextOffsets};
+pub use heartbeat::{heartbeat_topic, position_order, Heartbeat, NextOffsets};
 pub use json::{ChangeEventRef, ColumnKeys, EncodedSource, RowRef, SourceBlock, SourceRef, TransactionRef};
 
 /// The operation an event records.

@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use cdc_capture::error::{mysql_error_kind, MySqlErrorKind};
+use cdc_common::mysql::{mysql_error_kind, MySqlErrorKind};
 use cdc_contract::ChangeEvent;
 use mysql_async::prelude::*;
 use mysql_async::{Pool, Transaction, TxOpts};

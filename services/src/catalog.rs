@@ -149,7 +149,7 @@ pub fn start(pool: Pool, config: Arc<Config>, metrics: Arc<Metrics>, shutdown: C
     let watch = ProgressConfig {
         brokers: config.brokers.clone(),
         group: config.group.clone(),
-        heartbeats: format!("{}.heartbeats", config.topic_prefix),
+        heartbeats: cdc_contract::heartbeat_topic(&config.topic_prefix),
         topic: config.topic(&config.orders_db, "orders"),
     };
     let progress = tokio::spawn(progress::run(pool.clone(), watch, shutdown.clone()));

@@ -44,7 +44,7 @@ struct Args {
     /// The service's own database: mysql://user:password@host:port/database.
     #[arg(long, env = "SERVICE_MYSQL_URL", hide_env_values = true)]
     mysql_url: String,
-    /// Kafka bootstrap servers (catalog and orders consume change topics).
+    /// Kafka bootstrap servers (catalog and orders consume change topics; the subcommands do not need them).
     #[arg(long, env = "KAFKA_BROKERS")]
     brokers: Option<String>,
     /// Topic prefix of the capture: topics are `<prefix>.<database>.<table>`.
@@ -156,11 +156,13 @@ impl Config {
         topic_name(&self.topic_prefix, &TableId::new(database, table))
     }
 
-    /// Checks what can be checked without I/O; the message says how to fix it.
-    pub fn validate(&self, service: Service) -> Result<()> {
+    /// Checks what can be checked without I/O; the message says how to fix it. Only `serve` (running the service)
+    /// needs the brokers: the subcommands (reconcile, operator commands, replaying dead letters) work on the
+    /// database alone.
+    pub fn validate(&self, service: Service, serve: bool) -> Result<()> {
         mysql_async::Opts::from_url(&self.mysql_url)
             .with_context(|| "--mysql-url (SERVICE_MYSQL_URL) is not a mysql:// URL".to_string())?;
-        if service != Service::Users && self.brokers.trim().is_empty() {
+        if serve && service != Service::Users && self.brokers.trim().is_empty() {
             bail!("{} consumes change topics: set --brokers or KAFKA_BROKERS (host:port)", service.name());
         }
         if service == Service::Catalog && self.reservation_ttl <= self.pending_timeout {
@@ -225,7 +227,7 @@ pub struct Running {
 
 /// Starts `service`: the API, and for catalog and orders the consumer and the periodic reconciliation.
 pub async fn start(service: Service, config: Config, shutdown: CancellationToken) -> Result<Running> {
-    config.validate(service)?;
+    config.validate(service, true)?;
     let pool = connect(service, &config.mysql_url).await?;
     let metrics = Arc::new(Metrics::new(service.name()));
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -290,7 +292,7 @@ pub fn main(service: Service) -> ExitCode {
         batch_linger: args.batch_linger,
         stop_before_offset_commit: None,
     };
-    if let Err(e) = config.validate(service) {
+    if let Err(e) = config.validate(service, args.command.is_none()) {
         eprintln!("{}: {e:#}", service.name());
         return ExitCode::from(2);
     }
@@ -388,4 +390,19 @@ pub async fn replay_dead_letters(service: Service, config: &Config) -> Result<cr
     };
     pool.disconnect().await.ok();
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_running_a_consuming_service_needs_the_brokers() {
+        let url = "mysql://u:p@127.0.0.1:3306/catalog";
+        let without = Config::new(Service::Catalog, url, "");
+        assert!(without.validate(Service::Catalog, true).is_err());
+        assert!(without.validate(Service::Catalog, false).is_ok());
+        assert!(Config::new(Service::Users, url, "").validate(Service::Users, true).is_ok());
+        assert!(Config::new(Service::Catalog, url, "127.0.0.1:9092").validate(Service::Catalog, true).is_ok());
+    }
 }

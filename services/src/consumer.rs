@@ -7,7 +7,7 @@
 //! redelivers the batch, whose versions are then found and skipped. Per-key order holds because the capture
 //! partitions by primary key and a batch keeps partition order.
 //!
-//! Errors, by the workspace's MySQL classifier ([`cdc_capture::error::mysql_error_kind`]):
+//! Errors, by the workspace's MySQL classifier ([`cdc_common::mysql_error_kind`]):
 //! - an event that cannot apply *by its content* (not a change event, missing columns, data the schema refuses)
 //!   is stored in `dead_letters` in the batch's transaction, and the rest of the batch applies ([`crate::dead_letters`]);
 //! - any other database error (read-only, lost or killed connection, shutdown, lock wait, deadlock, too many
@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use cdc_capture::backoff::Backoff;
-use cdc_capture::error::{mysql_error_kind, MySqlErrorKind};
+use cdc_common::backoff::Backoff;
+use cdc_common::mysql::{mysql_error_kind, MySqlErrorKind};
 use cdc_contract::{ChangeEvent, Row, Value};
 use mysql_async::{Pool, Transaction};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};

@@ -10,8 +10,8 @@
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use cdc_capture::backoff::Backoff;
-use cdc_capture::error::{mysql_error_kind, MySqlErrorKind};
+use cdc_common::backoff::Backoff;
+use cdc_common::mysql::{mysql_error_kind, MySqlErrorKind};
 use mysql_async::prelude::*;
 use mysql_async::{Pool, Transaction};
 use serde::Serialize;

@@ -33,7 +33,7 @@ fn command(service: Service, url: &str, args: &[&str]) -> Result<(bool, String, 
         _ => env!("CARGO_BIN_EXE_catalog"),
     };
     let out = std::process::Command::new(binary)
-        .args(["--mysql-url", url, "--brokers", cdc_tests::stack().var("KAFKA_BROKERS")])
+        .args(["--mysql-url", url])
         .args(args)
         .output()?;
     Ok((out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned()))

@@ -244,7 +244,7 @@ impl Config {
             products: format!("{p}.{}.products", self.catalog_db),
             orders: format!("{p}.{}.orders", self.orders_db),
             lines: format!("{p}.{}.order_lines", self.orders_db),
-            heartbeats: format!("{p}.heartbeats"),
+            heartbeats: cdc_contract::heartbeat_topic(p),
         };
         let cluster = self.cluster()?;
         Ok(Settings { config: self, topics, cluster })

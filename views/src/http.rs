@@ -14,6 +14,7 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+use cdc_common::now_ms;
 use mysql_async::prelude::*;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -112,10 +113,6 @@ async fn current_position(pool: &mysql_async::Pool) -> Result<Position, mysql_as
     let file: String = row.get(0).unwrap_or_default();
     let pos: u64 = row.get(1).unwrap_or_default();
     Ok(Position { file, pos })
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// The router.

@@ -323,10 +323,6 @@ impl ClickHouseViewStore {
     }
 }
 
-fn cdc_now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
 /// Consumes the four topics and applies them until `shutdown`.
 pub async fn run(settings: Settings, store: ClickHouseViewStore, metrics: Arc<Metrics>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let c = &settings.config;
@@ -385,7 +381,8 @@ pub async fn run(settings: Settings, store: ClickHouseViewStore, metrics: Arc<Me
     tracing::info!(topics = ?topics, group = %c.group, assignment = ?c.assignment, "consuming");
     metrics.set_healthy(None);
     let committed: Arc<Mutex<HashMap<(String, i32), i64>>> = Arc::default();
-    let lag = tokio::spawn(partitions_monitor(consumer.clone(), topics, group, committed.clone(), metrics.clone(), shutdown.clone()));
+    let heartbeats = t.heartbeats.clone();
+    let lag = tokio::spawn(partitions_monitor(consumer.clone(), topics, heartbeats, group, committed.clone(), metrics.clone(), shutdown.clone()));
     let result = consume(&settings, &store, &metrics, &consumer, &entities, &committed, (handoff, revokes), &shutdown).await;
     if let Err(e) = &result {
         tracing::error!(error = %e, "consuming stopped");
@@ -411,6 +408,7 @@ pub async fn run(settings: Settings, store: ClickHouseViewStore, metrics: Arc<Me
 async fn partitions_monitor(
     consumer: Arc<Kafka>,
     topics: Vec<String>,
+    heartbeats: String,
     group: bool,
     committed: Arc<Mutex<HashMap<(String, i32), i64>>>,
     metrics: Arc<Metrics>,
@@ -420,6 +418,7 @@ async fn partitions_monitor(
     let mut all_found = false;
     for round in 0u64.. {
         let (consumer, metrics, topics, assigned) = (consumer.clone(), metrics.clone(), topics.clone(), assigned.clone());
+        let heartbeats = heartbeats.clone();
         // Metadata requests share the broker connection with the fetches and cost the broker time (the local one
         // takes ~60 ms for a topic it does not have): while a topic is missing, every second during the first 30 s,
         // then every 5 s (the first events of a table created later wait up to that long); once every topic exists,
@@ -428,7 +427,7 @@ async fn partitions_monitor(
         let committed = committed.clone();
         let found = tokio::task::spawn_blocking(move || {
             let timeout = Duration::from_secs(2);
-            let found = discover.then(|| discover_partitions(&consumer, &topics, &metrics, &assigned, !group, timeout));
+            let found = discover.then(|| discover_partitions(&consumer, &topics, &heartbeats, &metrics, &assigned, !group, timeout));
             if group {
                 let known = assigned.lock().expect("assigned lock").iter().cloned().collect();
                 let offsets = crate::group::read_group_offsets(&*consumer, &known, &metrics, timeout);
@@ -455,9 +454,11 @@ async fn partitions_monitor(
 
 /// Assigns the partitions of `topics` not yet assigned (blocking: broker round trips); returns whether every topic
 /// exists (and so was assigned). Without `assign`, only notes them in `assigned` (the group assigns them).
+/// `heartbeats` (the heartbeat topic) is left out of the existing topics noted for /lag.
 fn discover_partitions(
     consumer: &Kafka,
     topics: &[String],
+    heartbeats: &str,
     metrics: &Metrics,
     assigned: &Mutex<std::collections::HashSet<(String, i32)>>,
     assign: bool,
@@ -482,7 +483,7 @@ fn discover_partitions(
     }
     let all = existing.len() == topics.len();
     // Only the change topics matter for /lag.
-    existing.retain(|t| !t.ends_with(".heartbeats"));
+    existing.retain(|t| t != heartbeats);
     metrics.set_existing_topics(existing);
     if new.count() == 0 {
         return all;
@@ -641,7 +642,7 @@ async fn write_batch(
         before_service_ms = batch.oldest_message_ms.zip(batch.first_received).map(|(t, (_, wall))| wall - t),
         "batch applied"
     );
-    Some(batch.freshness(cdc_now_ms()))
+    Some(batch.freshness(cdc_common::now_ms()))
 }
 
 /// Least time between two writes of `freshness_log` rows: it tells analysts how fresh the report is, to the second,
@@ -797,7 +798,7 @@ async fn consume(
                         if let Some(ts) = message.timestamp().to_millis() {
                             batch.oldest_message_ms = Some(batch.oldest_message_ms.map_or(ts, |o| o.min(ts)));
                         }
-                        batch.first_received.get_or_insert_with(|| (Instant::now(), cdc_now_ms()));
+                        batch.first_received.get_or_insert_with(|| (Instant::now(), cdc_common::now_ms()));
                         // Tombstones carry no payload: the delete came before them.
                         if let (Some(payload), Some(&entity)) = (message.payload(), entities.get(message.topic())) {
                             batch.add(entity, message.topic(), message.partition(), message.offset(), payload);

@@ -11,12 +11,9 @@ use std::collections::BTreeMap;
 
 use anyhow::{ensure, Context, Result};
 use cdc_tests::{eventually, stack};
+use cdc_common::now_ms;
 use common::analytics::{self, DataSet, Freshness, Source};
 use common::{Pipeline, ReportRow, DEADLINE};
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
 
 /// The data set's report in the harness's row type, to compare with both MySQL and ClickHouse.
 fn report_rows(data: &DataSet) -> Vec<ReportRow> {

@@ -18,6 +18,7 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, ensure, Context, Result};
+use cdc_common::now_ms;
 use common::analytics::{self, Cell, DataSet, Freshness, Source, Table};
 use serde_json::{json, Value};
 
@@ -84,10 +85,6 @@ fn run(statements: &[Statement]) -> Result<Option<Vec<String>>> {
     let results: Vec<String> = serde_json::from_value(reply["results"].clone())?;
     ensure!(results.len() == statements.len(), "{} results for {} statements", results.len(), statements.len());
     Ok(Some(results))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 #[test]
