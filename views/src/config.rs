@@ -10,6 +10,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use cdc_common::Secret;
+
 use crate::cluster::Cluster;
 
 /// The configuration as written.
@@ -33,7 +35,7 @@ pub struct Config {
     /// ClickHouse user. Default `default`.
     pub clickhouse_user: String,
     /// ClickHouse password. Default empty.
-    pub clickhouse_password: String,
+    pub clickhouse_password: Secret,
     /// Reporting database, created if missing. Default `reporting`.
     pub database: String,
     /// ClickHouse cluster (a name in the servers' `<remote_servers>`) to create the reporting schema on: every DDL
@@ -98,24 +100,13 @@ pub enum Assignment {
 }
 
 /// A source database, for `/lag`.
-#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// The capture's name of the source (`source.name` in its events and heartbeats).
     pub name: String,
     /// `mysql://user:password@host:port`.
-    pub url: String,
-}
-
-impl std::fmt::Debug for SourceConfig {
-    /// Without the URL's password.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let url = match (self.url.split_once("://"), self.url.rsplit_once('@')) {
-            (Some((scheme, _)), Some((_, host))) => format!("{scheme}://***@{host}"),
-            _ => self.url.clone(),
-        };
-        f.debug_struct("SourceConfig").field("name", &self.name).field("url", &url).finish()
-    }
+    pub url: Secret,
 }
 
 impl Default for Config {
@@ -129,7 +120,7 @@ impl Default for Config {
             orders_db: "orders".into(),
             clickhouse_url: "http://127.0.0.1:8123".into(),
             clickhouse_user: "default".into(),
-            clickhouse_password: String::new(),
+            clickhouse_password: Secret::new(""),
             database: "reporting".into(),
             clickhouse_cluster: None,
             clickhouse_zookeeper_path: crate::cluster::DEFAULT_ZOOKEEPER_PATH.into(),
@@ -222,7 +213,7 @@ impl Config {
             if source.name.is_empty() || self.sources[..i].iter().any(|s| s.name == source.name) {
                 return Err(ConfigError(format!("sources: each needs a distinct, non-empty name (got {:?})", source.name)));
             }
-            if let Err(e) = mysql_async::Opts::from_url(&source.url) {
+            if let Err(e) = mysql_async::Opts::from_url(source.url.expose()) {
                 return Err(ConfigError(format!(
                     "sources: the url of {:?} is not a MySQL URL (mysql://user:password@host:port): {e}",
                     source.name

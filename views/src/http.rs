@@ -46,7 +46,7 @@ impl App {
             .sources
             .iter()
             .map(|s| {
-                let opts = mysql_async::Opts::from_url(&s.url).expect("validated in Config::validate");
+                let opts = mysql_async::Opts::from_url(s.url.expose()).expect("validated in Config::validate");
                 let constraints = mysql_async::PoolConstraints::new(0, 2).expect("0 <= 2");
                 let opts = mysql_async::OptsBuilder::from_opts(opts)
                     .pool_opts(mysql_async::PoolOpts::default().with_constraints(constraints));
@@ -56,7 +56,7 @@ impl App {
         let clickhouse = clickhouse::Client::default()
             .with_url(&c.clickhouse_url)
             .with_user(&c.clickhouse_user)
-            .with_password(&c.clickhouse_password)
+            .with_password(c.clickhouse_password.expose())
             .with_database(&c.database)
             .with_validation(false);
         App {

@@ -128,10 +128,7 @@ impl Metrics {
         self.events_total.fetch_add(batch.events as u64, std::sync::atomic::Ordering::Relaxed);
         self.dead.inc_by(batch.dead.len() as u64);
         self.insert.observe(took.as_secs_f64());
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let now_ms = cdc_common::now_ms();
         for (source, commits) in &batch.commit_ms {
             let histogram = self.end_to_end.get_or_create(&SourceLabel { source: source.clone() });
             for ms in commits {

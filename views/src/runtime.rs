@@ -232,7 +232,7 @@ impl ClickHouseViewStore {
         let base = Client::default()
             .with_url(&c.clickhouse_url)
             .with_user(&c.clickhouse_user)
-            .with_password(&c.clickhouse_password)
+            .with_password(c.clickhouse_password.expose())
             .with_validation(false);
         let store = ClickHouseViewStore {
             client: base.clone().with_database(&c.database),
@@ -611,9 +611,10 @@ async fn write_batch(
     shutdown: CancellationToken,
 ) -> Option<Vec<FreshnessRow>> {
     let started = Instant::now();
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = cdc_common::Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     while let Err(e) = store.write(&batch, &fresh).await {
-        tracing::warn!(error = %e, retry_in = ?backoff, "clickhouse insert failed; retrying (offsets not committed)");
+        let delay = backoff.next_delay();
+        tracing::warn!(error = %e, retry_in = ?delay, "clickhouse insert failed; retrying (offsets not committed)");
         metrics.set_healthy(Some(format!("clickhouse: {e}")));
         // A dropped table (or database) is recreated before the retry, instead of failing forever.
         if let Err(e) = store.ensure_schema().await {
@@ -621,9 +622,8 @@ async fn write_batch(
         }
         tokio::select! {
             _ = shutdown.cancelled() => return None,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(delay) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(10));
     }
     metrics.set_healthy(None);
     metrics.applied(&batch, started.elapsed());
