@@ -25,7 +25,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout};
 
 use anyhow::{bail, ensure, Context, Result};
 use cdc_views::join::{self, sql, LineState, Live, OrderState, ProductState, ReportRow, States, UserState};
@@ -71,25 +71,13 @@ struct Chdb {
 impl Chdb {
     /// `None` when chdb is not installed (and `CI` is not set).
     fn start() -> Result<Option<Chdb>> {
-        let python = std::env::var("CDC_PYTHON").unwrap_or_else(|_| "python3".into());
-        let mut child = Command::new(&python)
-            .arg("-c")
-            .arg(RUNNER)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("starting {python}"))?;
+        let mut child = common::chdb::spawn(RUNNER)?;
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().context("stdout")?);
         let mut chdb = Chdb { child, stdin, stdout };
         let hello = chdb.reply()?;
         if let Some(missing) = hello.get("missing") {
-            let advice = format!("chdb is not importable by {python} ({missing}); install it with `pip install chdb-core`");
-            if std::env::var_os("CI").is_some() {
-                bail!("{advice}: CI requires this check");
-            }
-            eprintln!("note: {advice}; skipping the current-ClickHouse check (set CI to make this a failure)");
+            common::chdb::unavailable(missing)?;
             return Ok(None);
         }
         ensure!(hello.get("ready").is_some(), "unexpected runner greeting {hello}");

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a part
 
 pub(crate) mod analytics;
+pub(crate) mod chdb;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
