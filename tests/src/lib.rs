@@ -92,6 +92,12 @@ impl StackCommand {
         }
     }
 
+    /// The same, with one more environment variable for the script.
+    pub fn with_env(mut self, key: &str, value: &str) -> StackCommand {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
     /// Runs `scripts/stack ARGS...` to completion.
     pub fn run(&self, args: &[&str]) -> Result<Output> {
         let mut cmd = Command::new(repo_root().join("scripts/stack"));

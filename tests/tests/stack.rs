@@ -169,13 +169,16 @@ async fn lifecycle_of_a_private_stack() -> Result<()> {
     stack(); // installs packages and the broker once; the private stack reuses them
     let home = std::env::temp_dir().join(unique_name("stack_home"));
     let base = free_port_base();
-    let cmd = StackCommand::private(&home, base);
-    let result = lifecycle(&cmd, base).await;
+    // ClickHouse's data elsewhere, as on tmpfs.
+    let ch_data = std::env::temp_dir().join(unique_name("stack_ch_data"));
+    let cmd = StackCommand::private(&home, base).with_env("STACK_CLICKHOUSE_DATA", &ch_data.display().to_string());
+    let result = lifecycle(&cmd, base, &ch_data).await;
     let _ = cmd.run(&["down", "--wipe"]);
+    let _ = std::fs::remove_dir_all(&ch_data);
     result
 }
 
-async fn lifecycle(cmd: &StackCommand, base: u16) -> Result<()> {
+async fn lifecycle(cmd: &StackCommand, base: u16, ch_data: &std::path::Path) -> Result<()> {
     // A taken port: clear message, nothing left running.
     {
         let _squatter = TcpListener::bind(("127.0.0.1", base + 92))?;
@@ -194,6 +197,9 @@ async fn lifecycle(cmd: &StackCommand, base: u16) -> Result<()> {
     println!("up of a private stack: {:?}", started.elapsed());
     assert_all(&out, "healthy");
     let env = StackEnv::parse(&cmd.ok(&["env"])?);
+    let link = std::path::Path::new(env.var("STACK_HOME")).join("clickhouse/data");
+    assert_eq!(std::fs::read_link(&link)?, ch_data, "ClickHouse's data is where STACK_CLICKHOUSE_DATA says");
+    assert!(ch_data.join("metadata").is_dir(), "ClickHouse keeps its data there");
     assert!(env.var("KAFKA_BROKERS").ends_with(&format!(":{}", base + 92)));
 
     // A second up is a no-op that prints the status.
@@ -248,8 +254,18 @@ async fn lifecycle(cmd: &StackCommand, base: u16) -> Result<()> {
     let got = consume_all(env.var("KAFKA_BROKERS"), &topic, 10).await?;
     assert_eq!(got.len(), 10, "messages survive down/up");
 
+    // ClickHouse's data gone while the rest stays (tmpfs after a reboot): up refuses and says what to do.
+    cmd.ok(&["down"])?;
+    let aside = ch_data.with_extension("aside");
+    std::fs::rename(ch_data, &aside)?;
+    let out = cmd.run(&["up"])?;
+    std::fs::rename(&aside, ch_data)?;
+    assert!(!out.status.success(), "up must refuse a ClickHouse without its data: {}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("down --wipe"), "{}", describe(&out));
+
     cmd.ok(&["down", "--wipe"])?;
     let home = env.var("STACK_HOME");
     assert!(!std::path::Path::new(home).exists(), "--wipe deletes {home}");
+    assert!(!ch_data.exists(), "--wipe deletes ClickHouse's data in {}", ch_data.display());
     Ok(())
 }
