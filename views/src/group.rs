@@ -196,7 +196,7 @@ pub fn heartbeats(
                     _ = &mut until => break,
                     m = consumer.recv() => match m {
                         Ok(m) => {
-                            let beat = m.payload().and_then(|p| crate::runtime::heartbeat(m.topic(), m.partition(), m.offset(), p));
+                            let beat = m.payload().and_then(|p| crate::batch::heartbeat(m.topic(), m.partition(), m.offset(), p));
                             if let Some(beat) = beat {
                                 metrics.coverage.lock().expect("coverage lock").heartbeat(beat);
                             }

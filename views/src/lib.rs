@@ -20,8 +20,10 @@
 //!   schema is created `ON CLUSTER` with Replicated engines ([`cluster`]).
 //! - **Nothing dropped silently.** Events that cannot be mapped are kept in `dead_letters` with the error.
 //!
-//! The pure mapping from an event to rows is [`model::apply`]; [`runtime`] owns all I/O.
+//! The pure mapping from an event to rows is [`model::apply`], of a batch [`batch`]; [`runtime`] (the consuming loop)
+//! and [`store`] (the writes) own all I/O.
 
+pub mod batch;
 pub mod cluster;
 pub mod compact;
 pub mod config;
@@ -37,6 +39,7 @@ pub mod report;
 pub mod runtime;
 pub mod schema;
 pub mod status;
+pub mod store;
 
 use std::sync::Arc;
 
@@ -44,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::metrics::Metrics;
-use crate::runtime::ClickHouseViewStore;
+use crate::store::ClickHouseViewStore;
 
 /// Creates the schema, then consumes and applies until `shutdown`.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {

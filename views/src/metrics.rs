@@ -15,7 +15,7 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use crate::lag::Coverage;
-use crate::runtime::Applied;
+use crate::batch::Applied;
 
 /// End-to-end lag per source: now minus the newer of the commit time of the newest change applied to ClickHouse
 /// and the time up to which the newest applied heartbeat vouches for the source (see [`crate::lag`]).

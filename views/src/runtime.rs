@@ -1,4 +1,5 @@
-//! The view's I/O: the Kafka consumer and [`ClickHouseViewStore`].
+//! The view's consuming loop: the Kafka consumer, its batches ([`crate::batch`]) and their writes
+//! ([`ClickHouseViewStore`]).
 //!
 //! Order of work is the guarantee: a batch of events is mapped by [`crate::model::apply`], written to ClickHouse,
 //! and only after ClickHouse acknowledged every insert are the batch's Kafka offsets committed. A crash in between
@@ -10,23 +11,20 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cdc_contract::{ChangeEvent, Heartbeat};
-use clickhouse::Client;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::batch::{heartbeat, Applied, FreshnessRow};
 use crate::config::{Assignment, Settings};
 use crate::group::{Handoff, Revoke};
 use crate::metrics::Metrics;
-use crate::model::{apply, reaches_report, Change, Entity, LineRow, OrderRow, ProductRow, UserRow};
-use crate::report::Keys;
-use crate::{migrate, schema};
+use crate::model::Entity;
+use crate::store::ClickHouseViewStore;
 
 /// The consumer's callbacks: librdkafka's log lines and errors and failed offset commits go to the service's log
 /// (tracing), so broker trouble is visible. With `assignment = "all"` partitions are assigned by the view itself
@@ -80,248 +78,6 @@ impl ConsumerContext for ConsumerLog {
 }
 
 type Kafka = StreamConsumer<ConsumerLog>;
-
-/// A message that could not be applied.
-#[derive(Debug, Clone, Serialize, clickhouse::Row)]
-pub struct DeadLetter {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub error: String,
-    pub payload: String,
-}
-
-/// A row of `freshness_log`: the newest commit of a source in an applied batch, and when the batch was applied.
-#[derive(Debug, Clone, Serialize, clickhouse::Row)]
-pub struct FreshnessRow {
-    pub source: String,
-    pub commit_ms: u64,
-    pub applied_ms: u64,
-}
-
-impl Applied {
-    /// The freshness rows of this batch, applied at `applied_ms`.
-    pub fn freshness(&self, applied_ms: i64) -> Vec<FreshnessRow> {
-        self.newest_commit_ms
-            .iter()
-            .map(|(source, ms)| FreshnessRow {
-                source: source.clone(),
-                commit_ms: (*ms).max(0) as u64,
-                applied_ms: applied_ms.max(0) as u64,
-            })
-            .collect()
-    }
-}
-
-/// The effect of one batch, grouped by table.
-#[derive(Debug, Default)]
-pub struct Applied {
-    pub users: Vec<UserRow>,
-    pub products: Vec<ProductRow>,
-    pub orders: Vec<OrderRow>,
-    pub lines: Vec<LineRow>,
-    /// Truncates, applied after the rows (rows newer than a truncate survive it by version).
-    pub truncates: Vec<(Entity, u64)>,
-    /// The keys whose changes reach the report: the lines they reach are recomputed after the rows are written.
-    pub reach: Keys,
-    /// Newest commit time per source name.
-    pub newest_commit_ms: HashMap<String, i64>,
-    /// Commit time of every change event applied, per source name (for the end-to-end histogram).
-    pub commit_ms: HashMap<String, Vec<i64>>,
-    pub dead: Vec<DeadLetter>,
-    /// Change events applied.
-    pub events: usize,
-    /// The oldest Kafka timestamp (ms) among the batch's messages, if they carry one.
-    pub oldest_message_ms: Option<i64>,
-    /// When the batch's first message was received, and the wall clock then (ms).
-    pub first_received: Option<(Instant, i64)>,
-}
-
-/// Parses a message of the heartbeat topic; `None` (with a warning) for one that is not a heartbeat.
-pub(crate) fn heartbeat(topic: &str, partition: i32, offset: i64, payload: &[u8]) -> Option<Heartbeat> {
-    match serde_json::from_slice(payload) {
-        Ok(beat) => Some(beat),
-        Err(e) => {
-            // Heartbeats of an older capture carry no watermarks: they cannot vouch for anything.
-            tracing::warn!(topic, partition, offset, error = %e, "ignoring a heartbeat without watermarks");
-            None
-        }
-    }
-}
-
-impl Applied {
-    /// Adds one message of `entity`'s topic.
-    pub fn add(&mut self, entity: Entity, topic: &str, partition: i32, offset: i64, payload: &[u8]) {
-        let dead = |error: String| DeadLetter {
-            topic: topic.to_owned(),
-            partition,
-            offset,
-            error,
-            payload: String::from_utf8_lossy(payload).into_owned(),
-        };
-        let event: ChangeEvent = match serde_json::from_slice(payload) {
-            Ok(e) => e,
-            Err(e) => return self.dead.push(dead(format!("not a change event: {e}"))),
-        };
-        match apply(entity, &event) {
-            Ok(change) => {
-                self.events += 1;
-                let newest = self.newest_commit_ms.entry(event.source.name.clone()).or_insert(0);
-                *newest = (*newest).max(event.source.ts_ms);
-                match self.commit_ms.get_mut(&event.source.name) {
-                    Some(commits) => commits.push(event.source.ts_ms),
-                    None => drop(self.commit_ms.insert(event.source.name.clone(), vec![event.source.ts_ms])),
-                }
-                let reaches = reaches_report(entity, &event);
-                let reach = &mut self.reach;
-                match change {
-                    Change::User(r) => {
-                        if reaches {
-                            reach.users.insert(r.id);
-                        }
-                        self.users.push(r)
-                    }
-                    Change::Product(r) => {
-                        if reaches {
-                            reach.products.insert(r.id);
-                        }
-                        self.products.push(r)
-                    }
-                    Change::Order(r) => {
-                        if reaches {
-                            reach.orders.insert(r.id);
-                        }
-                        self.orders.push(r)
-                    }
-                    Change::Line(r) => {
-                        reach.lines.insert(r.id);
-                        self.lines.push(r)
-                    }
-                    Change::Truncate { entity, version } => {
-                        reach.all = true;
-                        self.truncates.push((entity, version))
-                    }
-                }
-            }
-            Err(e) => self.dead.push(dead(e.to_string())),
-        }
-    }
-}
-
-/// Writes batches into the reporting database.
-#[derive(Clone)]
-pub struct ClickHouseViewStore {
-    /// Client with the reporting database as default.
-    client: Client,
-    /// Client without a default database (the database may have to be created).
-    base: Client,
-    /// The reporting database.
-    db: String,
-    /// The cluster the schema's DDL runs on (`clickhouse_cluster`), if any.
-    cluster: Option<crate::cluster::Cluster>,
-    /// This process's id in the report rows it writes ([`crate::join::writer_id`]).
-    writer: u64,
-    /// Whether other instances write the same report rows at once (`assignment = "group"`).
-    settle: bool,
-}
-
-impl ClickHouseViewStore {
-    /// Connects, applies pending migrations and recreates missing tables ([`migrate::ensure`]).
-    pub async fn open(settings: &Settings) -> Result<ClickHouseViewStore, clickhouse::error::Error> {
-        let c = &settings.config;
-        let base = Client::default()
-            .with_url(&c.clickhouse_url)
-            .with_user(&c.clickhouse_user)
-            .with_password(c.clickhouse_password.expose())
-            .with_validation(false);
-        let store = ClickHouseViewStore {
-            client: base.clone().with_database(&c.database),
-            db: c.database.clone(),
-            base,
-            cluster: settings.cluster.clone(),
-            writer: crate::join::writer_id(),
-            settle: c.assignment == Assignment::Group,
-        };
-        store.ensure_schema().await?;
-        Ok(store)
-    }
-
-    /// [`migrate::ensure`] on the reporting database.
-    pub async fn ensure_schema(&self) -> Result<migrate::Ensured, clickhouse::error::Error> {
-        migrate::ensure(&self.base, &self.db, self.cluster.as_ref()).await
-    }
-
-    /// Inserts `(parent, id)` pairs into a key index.
-    async fn index(&self, table: &str, pairs: impl Iterator<Item = (u64, u64)>) -> Result<(), clickhouse::error::Error> {
-        let mut values = String::new();
-        for (parent, id) in pairs {
-            if !values.is_empty() {
-                values.push(',');
-            }
-            values.push_str(&format!("({parent},{id})"));
-        }
-        if values.is_empty() {
-            return Ok(());
-        }
-        self.client.query(&format!("INSERT INTO {}.{table} VALUES {values}", self.db)).execute().await
-    }
-
-    /// Brings the report rows `keys` reach up to date ([`crate::join`]).
-    pub async fn recompute(&self, keys: &Keys) -> Result<crate::join::Refreshed, clickhouse::error::Error> {
-        crate::join::Joiner { client: &self.client, db: &self.db, writer: self.writer, settle: self.settle }.refresh(keys).await
-    }
-
-    async fn insert<T>(&self, table: &str, rows: &[T]) -> Result<(), clickhouse::error::Error>
-    where
-        T: clickhouse::RowOwned + clickhouse::RowWrite,
-    {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let mut insert = self.client.insert::<T>(table).await?;
-        for row in rows {
-            insert.write(row).await?;
-        }
-        insert.end().await
-    }
-
-    /// Writes a batch, and the freshness of the batch written before it; returns once ClickHouse acknowledged every
-    /// statement.
-    ///
-    /// First the entity rows and their key-index pairs, concurrently: they are independent (each entity converges by
-    /// version), and one round of inserts costs the slowest insert rather than the sum. The freshness rows of the
-    /// previous batch join that round: that batch is already acknowledged, so freshness never claims a commit whose
-    /// rows are not yet readable, and it costs no round of its own. Truncates follow the rows they may cover. Last,
-    /// the report rows the batch reaches are computed from the entity tables' newest state, read by primary key
-    /// ([`crate::join`]). Because every writer writes its entity rows before it reads them, of two view instances
-    /// writing at once at least one reads the other's rows; a retried batch computes the same versions and writes
-    /// nothing more.
-    pub async fn write(&self, batch: &Applied, fresh: &[FreshnessRow]) -> Result<(), clickhouse::error::Error> {
-        tokio::try_join!(
-            self.insert("users_state", &batch.users),
-            self.insert("products_state", &batch.products),
-            self.insert("orders_state", &batch.orders),
-            self.insert("lines_state", &batch.lines),
-            self.index("lines_by_order", batch.lines.iter().map(|l| (l.order_id, l.id))),
-            self.index("lines_by_product", batch.lines.iter().map(|l| (l.product_id, l.id))),
-            self.index("orders_by_user", batch.orders.iter().map(|o| (o.user_id, o.id))),
-            self.insert("dead_letters", &batch.dead),
-            self.insert("freshness_log", fresh),
-        )?;
-        for (entity, version) in &batch.truncates {
-            self.client.query(&schema::truncate(&self.db, entity.table(), *version)).execute().await?;
-        }
-        if !batch.reach.is_empty() {
-            self.recompute(&batch.reach).await?;
-        }
-        Ok(())
-    }
-
-    /// The client (for queries of tests and the lag endpoint).
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-}
 
 /// Consumes the four topics and applies them until `shutdown`.
 pub async fn run(settings: Settings, store: ClickHouseViewStore, metrics: Arc<Metrics>, shutdown: CancellationToken) -> anyhow::Result<()> {
