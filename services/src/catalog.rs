@@ -26,13 +26,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use utoipa::{OpenApi, ToSchema};
 
-use crate::cli::Config;
+use crate::config::Config;
 use crate::consumer::{self, ApplyError, BatchError, ConsumerConfig, Handler, Incoming, Reconciliation};
 use crate::dead_letters::{self, ReplayReport};
-use crate::http::{is_duplicate, with_common_routes, ApiError, Body, ErrorBody, Id, Page, PageParams, Query};
+use crate::http::{is_duplicate, ApiError, Body, ErrorBody, Id, Page, PageParams, Query};
 use crate::metrics::Metrics;
 use crate::money::Money;
-use crate::operator;
 use crate::progress::{self, ProgressConfig};
 use crate::users::{check_text, TS};
 
@@ -128,14 +127,18 @@ struct AppState {
 )]
 struct ApiDoc;
 
-/// Routes, the workflow consumer and the reconciliation loop.
-pub fn start(pool: Pool, config: Arc<Config>, metrics: Arc<Metrics>, shutdown: CancellationToken) -> (Router, Vec<JoinHandle<Result<()>>>) {
+/// Routes with their OpenAPI document, the workflow consumer and the reconciliation loop.
+pub fn start(
+    pool: Pool,
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> (Router, utoipa::openapi::OpenApi, Vec<JoinHandle<Result<()>>>) {
     let routes = Router::new()
         .route("/products", get(list_products).post(create_product))
         .route("/products/{id}", get(get_product).patch(patch_product).delete(delete_product))
         .route("/reservations/{order_id}", get(get_reservation))
-        .with_state(AppState { pool: pool.clone() })
-        .merge(operator::catalog_routes(pool.clone()));
+        .with_state(AppState { pool: pool.clone() });
     let consumer = ConsumerConfig {
         name: config.group.clone(),
         brokers: config.brokers.clone(),
@@ -158,7 +161,7 @@ pub fn start(pool: Pool, config: Arc<Config>, metrics: Arc<Metrics>, shutdown: C
         let (p, c, m) = (p.clone(), c.clone(), m.clone());
         async move { reconcile(&p, &c, &m).await.map(|_| ()) }
     }));
-    (with_common_routes(routes, metrics, ApiDoc::openapi().merge_from(operator::CatalogDoc::openapi())), vec![consume, progress, sweep])
+    (routes, ApiDoc::openapi(), vec![consume, progress, sweep])
 }
 
 async fn load(pool: &Pool, id: u64) -> Result<Product, ApiError> {

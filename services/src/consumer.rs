@@ -155,7 +155,7 @@ pub struct ConsumerConfig {
     pub batch_max: usize,
     /// How long a batch waits for more messages after its first.
     pub batch_linger: Duration,
-    /// See [`crate::cli::Config::stop_before_offset_commit`].
+    /// See [`crate::config::Config::stop_before_offset_commit`].
     pub stop_before_offset_commit: Option<u64>,
 }
 

@@ -16,6 +16,7 @@
 pub mod apply;
 pub mod catalog;
 pub mod cli;
+pub mod config;
 pub mod consumer;
 pub mod dead_letters;
 pub mod http;
@@ -27,4 +28,5 @@ pub mod progress;
 pub mod rows;
 pub mod users;
 
-pub use cli::{main, Service};
+pub use cli::main;
+pub use config::Service;

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{OpenApi, ToSchema};
 
-use crate::cli::{connect, Config, Service};
+use crate::config::{connect, Config, Service};
 use crate::consumer::ApplyError;
 use crate::http::{ApiError, Body, ErrorBody, Id};
 use crate::users::check_text;

@@ -26,13 +26,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use utoipa::{OpenApi, ToSchema};
 
-use crate::cli::Config;
+use crate::config::Config;
 use crate::consumer::{self, column, ApplyError, BatchError, Cause, ConsumerConfig, Handler, Incoming, Reconciliation};
 use crate::dead_letters::{self, ReplayReport};
-use crate::http::{with_common_routes, ApiError, Body, ErrorBody, Id, Page, PageParams, Query};
+use crate::http::{ApiError, Body, ErrorBody, Id, Page, PageParams, Query};
 use crate::metrics::Metrics;
 use crate::money::Money;
-use crate::operator;
 use crate::rows::{self, id_list};
 use crate::users::TS;
 
@@ -122,14 +121,18 @@ struct AppState {
 )]
 struct ApiDoc;
 
-/// Routes, the workflow consumer and the reconciliation loop.
-pub fn start(pool: Pool, config: Arc<Config>, metrics: Arc<Metrics>, shutdown: CancellationToken) -> (Router, Vec<JoinHandle<Result<()>>>) {
+/// Routes with their OpenAPI document, the workflow consumer and the reconciliation loop.
+pub fn start(
+    pool: Pool,
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> (Router, utoipa::openapi::OpenApi, Vec<JoinHandle<Result<()>>>) {
     let routes = Router::new()
         .route("/orders", get(list_orders).post(create_order))
         .route("/orders/{id}", get(get_order))
         .route("/orders/{id}/cancel", post(cancel_order))
-        .with_state(AppState { pool: pool.clone() })
-        .merge(operator::orders_routes(pool.clone()));
+        .with_state(AppState { pool: pool.clone() });
     let handler = Arc::new(workflow(&config, metrics.clone()));
     let consumer = ConsumerConfig {
         name: config.group.clone(),
@@ -145,7 +148,7 @@ pub fn start(pool: Pool, config: Arc<Config>, metrics: Arc<Metrics>, shutdown: C
         let (p, c, m) = (p.clone(), c.clone(), m.clone());
         async move { reconcile(&p, &c, &m).await.map(|_| ()) }
     }));
-    (with_common_routes(routes, metrics, ApiDoc::openapi().merge_from(operator::OrdersDoc::openapi())), vec![consume, sweep])
+    (routes, ApiDoc::openapi(), vec![consume, sweep])
 }
 
 type OrderTuple = (u64, u64, String, String, String, String);

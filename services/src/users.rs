@@ -1,7 +1,5 @@
 //! The users service: `POST /users`, `GET /users/{id}`, `GET /users`, `PATCH /users/{id}`, `DELETE /users/{id}`.
 
-use std::sync::Arc;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -11,8 +9,7 @@ use mysql_async::Pool;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{OpenApi, ToSchema};
 
-use crate::http::{is_duplicate, with_common_routes, ApiError, Body, ErrorBody, Id, Page, PageParams, Query};
-use crate::metrics::Metrics;
+use crate::http::{is_duplicate, ApiError, Body, ErrorBody, Id, Page, PageParams, Query};
 
 /// A user.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -110,13 +107,13 @@ struct AppState {
 )]
 struct ApiDoc;
 
-/// The service's routes.
-pub fn router(pool: Pool, metrics: Arc<Metrics>) -> Router {
+/// The service's routes, with their OpenAPI document.
+pub fn routes(pool: Pool) -> (Router, utoipa::openapi::OpenApi) {
     let routes = Router::new()
         .route("/users", get(list_users).post(create_user))
         .route("/users/{id}", get(get_user).patch(patch_user).delete(delete_user))
         .with_state(AppState { pool });
-    with_common_routes(routes, metrics, ApiDoc::openapi())
+    (routes, ApiDoc::openapi())
 }
 
 async fn load(pool: &Pool, id: u64) -> Result<User, ApiError> {

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use cdc_capture::config::{Config as CaptureConfig, Secret, SnapshotMode, SourceConfig};
-use cdc_services::cli::{self, Config};
+use cdc_services::cli;
+use cdc_services::config::Config;
 use cdc_services::Service;
 use cdc_tests::{eventually, stack, unique_name, PrivateStack, StackEnv, TopicReader};
 use common::{metric, Shop, Svc, DEADLINE, EXCLUDE};

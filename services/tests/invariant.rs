@@ -86,7 +86,7 @@ async fn a_catalog_back_after_the_ttl_keeps_the_unit_of_a_confirmed_order() -> R
         if status == "CONFIRMED" && past_ttl_ms > 0 { Ok(()) } else { bail!("catalog knows {status}, {past_ttl_ms} ms past the TTL") }
     })
     .await?;
-    let pool = cdc_services::cli::connect(Service::Catalog, &shop.catalog.config.mysql_url).await?;
+    let pool = cdc_services::config::connect(Service::Catalog, &shop.catalog.config.mysql_url).await?;
     let report = cdc_services::catalog::reconcile(&pool, &shop.catalog.config, &cdc_services::metrics::Metrics::new("catalog")).await?;
     assert_eq!(report.found["expired_reservation"], Vec::<u64>::new(), "{report:?}");
     assert_eq!(shop.reservation(id).await?.1["status"], "RESERVED");

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use cdc_services::cli::{start, Config, Running};
+use cdc_services::cli::{start, Running};
+use cdc_services::config::Config;
 use cdc_services::Service;
 use cdc_tests::{eventually, stack, unique_name, Sources};
 use serde_json::{json, Value};
