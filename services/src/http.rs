@@ -172,6 +172,9 @@ impl<T> Page<T> {
     }
 }
 
+/// A consuming service as started: its routes, their OpenAPI document, and its background tasks.
+pub type Started = (Router, utoipa::openapi::OpenApi, Vec<tokio::task::JoinHandle<anyhow::Result<()>>>);
+
 /// `/health`, `/metrics`, `/openapi.json` and request metrics around a service's own routes.
 pub fn with_common_routes(routes: Router, metrics: Arc<Metrics>, openapi: utoipa::openapi::OpenApi) -> Router {
     let openapi = Arc::new(openapi);

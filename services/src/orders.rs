@@ -22,14 +22,13 @@ use axum::{Json, Router};
 use mysql_async::prelude::*;
 use mysql_async::{Pool, Transaction, TxOpts};
 use serde::{Deserialize, Serialize};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::config::Config;
 use crate::consumer::{self, column, ApplyError, BatchError, Cause, ConsumerConfig, Handler, Incoming, Reconciliation};
 use crate::dead_letters::{self, ReplayReport};
-use crate::http::{ApiError, Body, ErrorBody, Id, Page, PageParams, Query};
+use crate::http::{ApiError, Body, ErrorBody, Id, Page, PageParams, Query, Started};
 use crate::metrics::Metrics;
 use crate::money::Money;
 use crate::rows::{self, id_list};
@@ -122,12 +121,7 @@ struct AppState {
 struct ApiDoc;
 
 /// Routes with their OpenAPI document, the workflow consumer and the reconciliation loop.
-pub fn start(
-    pool: Pool,
-    config: Arc<Config>,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-) -> (Router, utoipa::openapi::OpenApi, Vec<JoinHandle<Result<()>>>) {
+pub fn start(pool: Pool, config: Arc<Config>, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Started {
     let routes = Router::new()
         .route("/orders", get(list_orders).post(create_order))
         .route("/orders/{id}", get(get_order))
