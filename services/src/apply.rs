@@ -16,44 +16,11 @@
 use std::collections::{BTreeSet, HashMap};
 
 use cdc_common::mysql::{mysql_error_kind, MySqlErrorKind};
-use cdc_contract::ChangeEvent;
 use mysql_async::prelude::*;
 use mysql_async::{Pool, Transaction, TxOpts};
 
-use crate::consumer::{apply_each, ApplyError, BatchError, Handler, Incoming};
+use crate::handler::{apply_each, ApplyError, BatchError, Handler, Message};
 use crate::dead_letters;
-
-/// A message taken from a topic, or a stored dead letter replayed.
-#[derive(Debug)]
-pub struct Message {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    /// The message key (the primary key as JSON).
-    pub key: String,
-    pub payload: Vec<u8>,
-    /// The event and its version, or why the payload is not a change event the consumer can order.
-    pub parsed: Result<(Incoming, u64), String>,
-    /// The id of the dead letter being replayed; its audit columns change in the batch's transaction.
-    pub letter: Option<u64>,
-}
-
-impl Message {
-    /// Decodes `payload`.
-    pub fn new(topic: &str, partition: i32, offset: i64, key: &str, payload: Vec<u8>, letter: Option<u64>) -> Message {
-        let parsed = match serde_json::from_slice::<ChangeEvent>(&payload) {
-            Err(e) => Err(format!("not a change event: {e}")),
-            Ok(event) => match event.version() {
-                None => Err(format!("binlog file name `{}` has no sequence number", event.source.file)),
-                Some(version) => {
-                    let (topic, key) = (topic.to_owned(), key.to_owned());
-                    Ok((Incoming { topic, partition, offset, key, event }, version))
-                }
-            },
-        };
-        Message { topic: topic.to_owned(), partition, offset, key: key.to_owned(), payload, parsed, letter }
-    }
-}
 
 /// What became of one message of a committed batch.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,8 +26,9 @@ use tokio_util::sync::CancellationToken;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::config::Config;
-use crate::consumer::{self, ApplyError, BatchError, ConsumerConfig, Handler, Incoming, Reconciliation};
-use crate::dead_letters::{self, ReplayReport};
+use crate::consumer::{self, ConsumerConfig, Reconciliation};
+use crate::handler::{ApplyError, BatchError, Handler, Incoming};
+use crate::replay::{self, ReplayReport};
 use crate::http::{is_duplicate, ApiError, Body, ErrorBody, Id, Page, PageParams, Query, Started};
 use crate::metrics::Metrics;
 use crate::money::Money;
@@ -275,7 +276,7 @@ fn reserve(config: &Config) -> Reserve {
 
 /// Replays the consumer's pending dead letters (`catalog replay-dead-letters`).
 pub async fn replay_dead_letters(pool: &Pool, config: &Config) -> Result<ReplayReport> {
-    dead_letters::replay(pool, &config.group, &reserve(config)).await
+    replay::replay(pool, &config.group, &reserve(config)).await
 }
 
 impl Handler for Reserve {

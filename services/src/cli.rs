@@ -258,7 +258,7 @@ pub async fn reconcile_once(service: Service, config: &Config) -> Result<crate::
 }
 
 /// Replays the pending dead letters of `service`'s consumer and returns what became of them.
-pub async fn replay_dead_letters(service: Service, config: &Config) -> Result<crate::dead_letters::ReplayReport> {
+pub async fn replay_dead_letters(service: Service, config: &Config) -> Result<crate::replay::ReplayReport> {
     let pool = connect(service, &config.mysql_url).await?;
     let report = match service {
         Service::Users => bail!("the users service consumes nothing, so it has no dead letters"),

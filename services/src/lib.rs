@@ -11,7 +11,7 @@
 //! Every consumer is idempotent ([`consumer`]): it applies events in batches, records the source position of each
 //! event it applies in the same local transaction as the effects ([`apply`]) and commits its Kafka offsets only
 //! afterwards. Transient database errors are retried until the database accepts; only events that cannot apply by
-//! their content are parked in `dead_letters`, from where they can be replayed ([`dead_letters`]).
+//! their content are parked in `dead_letters` ([`dead_letters`]), from where they can be replayed ([`replay`]).
 
 pub mod apply;
 pub mod catalog;
@@ -19,12 +19,14 @@ pub mod cli;
 pub mod config;
 pub mod consumer;
 pub mod dead_letters;
+pub mod handler;
 pub mod http;
 pub mod metrics;
 pub mod money;
 pub mod operator;
 pub mod orders;
 pub mod progress;
+pub mod replay;
 pub mod rows;
 pub mod users;
 

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use utoipa::{OpenApi, ToSchema};
 
 use crate::config::{connect, Config, Service};
-use crate::consumer::ApplyError;
+use crate::handler::ApplyError;
 use crate::http::{ApiError, Body, ErrorBody, Id};
 use crate::users::check_text;
 use crate::{catalog, orders};

@@ -26,8 +26,9 @@ use tokio_util::sync::CancellationToken;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::config::Config;
-use crate::consumer::{self, column, ApplyError, BatchError, Cause, ConsumerConfig, Handler, Incoming, Reconciliation};
-use crate::dead_letters::{self, ReplayReport};
+use crate::consumer::{self, ConsumerConfig, Reconciliation};
+use crate::handler::{column, ApplyError, BatchError, Cause, Handler, Incoming};
+use crate::replay::{self, ReplayReport};
 use crate::http::{ApiError, Body, ErrorBody, Id, Page, PageParams, Query, Started};
 use crate::metrics::Metrics;
 use crate::money::Money;
@@ -365,7 +366,7 @@ fn workflow(config: &Config, metrics: Arc<Metrics>) -> Workflow {
 
 /// Replays the consumer's pending dead letters (`orders replay-dead-letters`).
 pub async fn replay_dead_letters(pool: &Pool, config: &Config, metrics: Arc<Metrics>) -> Result<ReplayReport> {
-    dead_letters::replay(pool, &config.group, &workflow(config, metrics)).await
+    replay::replay(pool, &config.group, &workflow(config, metrics)).await
 }
 
 /// What changed, for metrics after the commit: the new status and the order's age at that moment.

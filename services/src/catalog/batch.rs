@@ -18,7 +18,7 @@ use mysql_async::prelude::*;
 use mysql_async::{Transaction, Value};
 
 use super::{shortage, wanted, Reserve, KNOWN_ORDERS, REMEMBER};
-use crate::consumer::{column, ApplyError, BatchError, Incoming};
+use crate::handler::{column, ApplyError, BatchError, Incoming};
 use crate::rows::{id_list, insert, insert_exprs};
 
 /// What an order's change event asks of the catalog.

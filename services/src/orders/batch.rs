@@ -21,7 +21,7 @@ use mysql_async::{Transaction, Value};
 use crate::rows::{id_list, insert};
 
 use super::{Decided, Workflow};
-use crate::consumer::{column, ApplyError, BatchError, Cause, Incoming};
+use crate::handler::{column, ApplyError, BatchError, Cause, Incoming};
 
 /// One reservation event: the order, and the reservation's status and reason (`None`: the reservation was deleted).
 struct Reservation<'e> {
