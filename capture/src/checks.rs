@@ -9,17 +9,8 @@ use crate::checkpoint::Checkpoint;
 use crate::config::SourceSettings;
 use crate::error::{classify_mysql, CaptureError};
 use crate::epoch::EpochFile;
-use crate::position::BinlogPosition;
+use crate::position::{BinlogPosition, Flavor};
 use crate::resume::{self, ResumePlan};
-
-/// The server family, which decides the dialect of a few replication commands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flavor {
-    /// MariaDB 10.5+.
-    MariaDb,
-    /// MySQL 8.0+.
-    MySql,
-}
 
 /// What the checks learned about the server.
 #[derive(Debug, Clone)]

@@ -17,6 +17,7 @@ use crate::config::{Config, Settings, TableFilter};
 use crate::control::{self, Pause};
 use crate::history::os_user;
 use crate::lock::{LockError, StateDirLock};
+use crate::remote::{base_url, refused, request, NotRunning, Remote};
 use crate::replay::{self, parse_position, Encoding, Format};
 use crate::skip::{self, Audit, Target};
 use crate::transform::now_ms;
@@ -55,14 +56,6 @@ pub enum Command {
     /// Re-snapshot one table online, while the source keeps streaming (an incremental snapshot by primary-key
     /// chunks; progress in /health and /metrics).
     Resnapshot(crate::resnapshot::cli::Args),
-}
-
-/// Where the running capture answers.
-#[derive(clap::Args, Debug, Clone)]
-pub struct Remote {
-    /// Base URL of the capture's HTTP server; default: `listen` of the configuration.
-    #[arg(long)]
-    pub url: Option<String>,
 }
 
 /// `pause` and `resume`.
@@ -151,58 +144,6 @@ pub async fn execute(config: Option<&Path>, command: Command) -> Result<u8> {
             Ok(0)
         }
     }
-}
-
-pub(crate) fn base_url(settings: &Settings, remote: &Remote) -> String {
-    match &remote.url {
-        Some(url) => url.trim_end_matches('/').to_owned(),
-        None => {
-            let mut addr = settings.listen;
-            if addr.ip().is_unspecified() {
-                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-            }
-            format!("http://{addr}")
-        }
-    }
-}
-
-/// Nothing listens at the capture's address.
-#[derive(Debug, thiserror::Error)]
-#[error("no capture answers at {0}")]
-struct NotRunning(String);
-
-/// One request to the capture: the status and the body.
-pub(crate) async fn request(base: &str, method: &str, path: &str, body: Option<String>) -> Result<(u16, String)> {
-    if !base.starts_with("http://") {
-        bail!("--url {base} must start with http://");
-    }
-    let client = reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(5))
-        // A skip reads the binlog up to its target: give it time.
-        .timeout(std::time::Duration::from_secs(300))
-        .build()?;
-    let method = reqwest::Method::from_bytes(method.as_bytes())?;
-    let mut builder = client.request(method.clone(), format!("{base}{path}"));
-    if let Some(body) = body {
-        builder = builder.header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
-    }
-    let response = match builder.send().await {
-        Ok(response) => response,
-        Err(e) if e.is_connect() => return Err(NotRunning(base.to_owned()).into()),
-        Err(e) if e.is_timeout() => bail!("{method} {base}{path}: no answer in time ({e})"),
-        Err(e) => return Err(e).with_context(|| format!("{method} {base}{path}")),
-    };
-    let status = response.status().as_u16();
-    Ok((status, response.text().await?))
-}
-
-/// The error of a refused request.
-pub(crate) fn refused(status: u16, body: &str) -> anyhow::Error {
-    let message = serde_json::from_str::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v["error"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| body.to_owned());
-    anyhow::anyhow!("refused ({status}): {message}")
 }
 
 async fn status(settings: &Settings, remote: &Remote) -> Result<u8> {

@@ -175,7 +175,7 @@ pub struct SourceMetrics {
     resnapshot_rows: Family<TableLabels, Counter>,
     resnapshot_active: Family<TableLabels, Gauge>,
     /// Requests and progress of incremental snapshots (see [`crate::resnapshot`]).
-    pub resnapshot: crate::resnapshot::Control,
+    pub resnapshot: crate::resnapshot_control::Control,
 }
 
 /// What the capture knows about how long the server keeps the binlog file its checkpoint needs. The checkpoint side

@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::checkpoint::{Checkpoint, CheckpointStore, FileCheckpointStore};
-use crate::checks::{self, Flavor, ServerInfo};
+use crate::checks::{self, ServerInfo};
+use crate::position::Flavor;
 use crate::config::{Settings, SnapshotMode, SourceSettings};
 use crate::epoch::{self, EpochFile};
 use crate::error::CaptureError;

@@ -5,6 +5,15 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// The server family, which decides the dialect of a few replication commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// MariaDB 10.5+.
+    MariaDb,
+    /// MySQL 8.0+.
+    MySql,
+}
+
 /// A binlog coordinate: file name and byte offset.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BinlogPosition {

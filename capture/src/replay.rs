@@ -28,7 +28,7 @@ use mysql_async::binlog::events::Event;
 use mysql_async::prelude::*;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts, Pool};
 
-use crate::checks::Flavor;
+use crate::position::Flavor;
 use crate::config::TableFilter;
 use crate::decode::ServerFlavor;
 use crate::epoch::file_seq;

@@ -62,9 +62,8 @@
 
 mod chunks;
 pub mod cli;
-mod control;
 pub mod http;
 mod window;
 
-pub use control::{Control, Phase, RequestError, Status};
+pub use crate::resnapshot_control::{Control, Phase, RequestError, Status};
 pub(crate) use window::Resnapshot;

@@ -24,7 +24,7 @@ use mysql_async::prelude::*;
 use mysql_async::{BinlogStreamRequest, GnoInterval, Sid};
 
 use crate::checkpoint::Checkpoint;
-use crate::checks::Flavor;
+use crate::position::Flavor;
 use crate::epoch::{file_seq, EpochState};
 use crate::error::{classify_mysql, CaptureError};
 use crate::position::{BinlogPosition, GtidSet};

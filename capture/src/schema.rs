@@ -5,7 +5,7 @@ use cdc_contract::TableId;
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 
-use crate::checks::Flavor;
+use crate::position::Flavor;
 use crate::config::TableFilter;
 use crate::decode::SchemaColumn;
 

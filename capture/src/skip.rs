@@ -22,7 +22,7 @@ use crate::history::{self, Entry, Place};
 use crate::position::{BinlogPosition, GtidSet};
 use crate::replay::{check_listed, parse_position, place, BinlogWindow, Totals};
 use crate::transform::{now_ms, Transformer};
-use crate::checks::Flavor;
+use crate::position::Flavor;
 
 /// Where a skip moves the checkpoint to.
 #[derive(Debug, Clone, PartialEq)]

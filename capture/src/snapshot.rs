@@ -23,7 +23,7 @@ use mysql_async::{Conn, Pool};
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{Checkpoint, SnapshotProgress};
-use crate::checks::Flavor;
+use crate::position::Flavor;
 use crate::config::{Settings, SourceSettings};
 use crate::decode::{protocol_value, SchemaColumn};
 use crate::epoch::{self, EpochFile};

@@ -25,7 +25,7 @@ use mysql_async::{Conn, Pool};
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::Checkpoint;
-use crate::checks::Flavor;
+use crate::position::Flavor;
 use crate::config::{Settings, SourceSettings};
 use crate::decode::ServerFlavor;
 use crate::epoch::{self, EpochFile};

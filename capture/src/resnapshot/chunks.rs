@@ -7,7 +7,7 @@ use mysql_async::prelude::*;
 use mysql_async::Pool;
 use tokio::sync::{mpsc, Notify};
 
-use crate::checks::Flavor;
+use crate::position::Flavor;
 use crate::config::TableFilter;
 use crate::decode::{protocol_value, SchemaColumn};
 use crate::error::{classify_mysql, CaptureError};

@@ -16,19 +16,19 @@ pub struct Args {
     #[arg(long = "where", value_name = "SQL")]
     pub filter: Option<String>,
     #[command(flatten)]
-    pub remote: crate::cli::Remote,
+    pub remote: crate::remote::Remote,
 }
 
 /// Sends the request; returns the line to print on success, or the error.
 pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<String> {
-    let base = crate::cli::base_url(settings, &args.remote);
+    let base = crate::remote::base_url(settings, &args.remote);
     let body = serde_json::json!({ "table": args.table, "where": args.filter }).to_string();
     let path = format!("/sources/{}/resnapshot", args.source);
-    let (status, text) = crate::cli::request(&base, "POST", &path, Some(body)).await?;
+    let (status, text) = crate::remote::request(&base, "POST", &path, Some(body)).await?;
     if (200..300).contains(&status) {
         let json: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
         Ok(format!("resnapshot of {} on source {} started; progress in {base}/health: {json}", args.table, args.source))
     } else {
-        Err(crate::cli::refused(status, &text))
+        Err(crate::remote::refused(status, &text))
     }
 }

@@ -10,10 +10,10 @@ use tokio::sync::{mpsc, Notify, OwnedMutexGuard};
 use tokio::task::JoinHandle;
 
 use super::chunks::{self, Chunk, Reader, Refusal, Table};
-use super::control::Request;
+use crate::resnapshot_control::Request;
 use super::{Phase, RequestError, Status};
 use crate::checkpoint::{Checkpoint, ResnapshotProgress};
-use crate::checks::Flavor;
+use crate::position::Flavor;
 use crate::config::{Settings, SourceSettings, TableFilter};
 use crate::error::CaptureError;
 use crate::metrics::SourceMetrics;

@@ -1,5 +1,6 @@
-//! The way in from the HTTP server to a source's binlog reader: requests, their answers, and the progress shown in
-//! `/health`.
+//! The way in from the HTTP server to a source's binlog reader for a resnapshot ([`crate::resnapshot`]): requests,
+//! their answers, and the progress shown in `/health`. Apart from the resnapshot itself, so that the shared state of
+//! [`crate::metrics`] can hold it.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
