@@ -52,7 +52,15 @@ async fn a_catalog_back_after_the_ttl_keeps_the_unit_of_a_confirmed_order() -> R
     // A first order, so that every topic exists and is assigned before the timeouts count.
     let warm = shop.order(user, &[(product, 1)]).await?["id"].as_u64().unwrap();
     common::eventually_json(|| shop.reservation(warm), |r| r["status"].is_string()).await?;
-    let warm_held = u64::from(decided(&shop, warm).await? == "CONFIRMED"); // CONFIRMED, or CANCELLED when the new topic was picked up after the timeout
+    let warm_status = decided(&shop, warm).await?; // CONFIRMED, or CANCELLED when the new topic was picked up after the timeout
+    let warm_held = u64::from(warm_status == "CONFIRMED");
+    // The catalog has applied the warm order's last change, so the first event the restarted catalog applies (and
+    // then stops before committing its offset) is the next order's, not that one.
+    eventually(DEADLINE, || async {
+        let (status, _) = catalog_knows(&shop, warm).await?;
+        if status == warm_status { Ok(()) } else { bail!("the catalog knows the warm order as {status}, not {warm_status}") }
+    })
+    .await?;
     shop.catalog.stop().await?;
     let mut config = shop.catalog.config.clone();
     config.stop_before_offset_commit = Some(1);
