@@ -30,7 +30,7 @@ pub(crate) fn base_url(settings: &Settings, remote: &Remote) -> String {
 /// Nothing listens at the capture's address.
 #[derive(Debug, thiserror::Error)]
 #[error("no capture answers at {0}")]
-pub(crate) struct NotRunning(pub(crate) String);
+pub(crate) struct NotRunning(String);
 
 /// One request to the capture: the status and the body.
 pub(crate) async fn request(base: &str, method: &str, path: &str, body: Option<String>) -> Result<(u16, String)> {
